@@ -1,0 +1,179 @@
+"""The frozen, validated configuration of a :class:`~qwen3_rerank_core.Qwen3Reranker`."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+__all__ = ["BACKENDS", "DEFAULT_MODEL", "PROMPT_FORMATS", "RerankConfig"]
+
+DEFAULT_MODEL = "Qwen/Qwen3-Reranker-0.6B"
+BACKENDS: tuple[str, ...] = ("transformers", "vllm", "remote")
+PROMPT_FORMATS: tuple[str, ...] = ("client", "server")
+_DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
+
+Backend = Literal["transformers", "vllm", "remote"]
+PromptFormat = Literal["client", "server"]
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+
+
+def _check_positive_float(name: str, value: object) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}: {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def _check_optional_str(name: str, value: object, *, allow_blank: bool = False) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str or None, got {type(value).__name__}: {value!r}")
+    if not allow_blank and not value.strip():
+        raise ValueError(f"{name} must not be empty or whitespace, got {value!r}")
+
+
+@dataclass(frozen=True)
+class RerankConfig:
+    """Settings of a reranker, checked once when the object is built.
+
+    Unknown keys are rejected (``RerankConfig.from_dict`` lists the valid ones),
+    and the backend is always the one you name: it is never guessed from the
+    model name.
+
+    Example::
+
+        >>> from qwen3_rerank_core import RerankConfig
+        >>> cfg = RerankConfig(model="/models/Qwen3-Reranker-0.6B", max_length=4096)
+        >>> cfg.backend, cfg.max_length
+        ('transformers', 4096)
+        >>> cfg.replace(max_length=1024).max_length
+        1024
+    """
+
+    model: str = DEFAULT_MODEL
+    """Hub id or local folder of a Qwen3-Reranker checkpoint (for ``remote``: the served model name)."""
+    backend: Backend = "transformers"
+    """``"transformers"`` (local), ``"vllm"`` (in-process ``vllm.LLM``) or ``"remote"`` (a vLLM server)."""
+    instruction: str | None = None
+    """Task instruction; ``None`` means :data:`DEFAULT_INSTRUCTION`. Overridable per call."""
+    max_length: int = 8192
+    """Most tokens in one prompt; long documents are cut at their end to fit."""
+
+    # local backends
+    device: str | None = None
+    """``"cuda"``, ``"cuda:1"``, ``"cpu"``, ...; ``None``: CUDA when available, else CPU."""
+    dtype: str | None = None
+    """``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"auto"``; ``None``: bf16 on CUDA, fp32 on CPU."""
+    max_batch_tokens: int = 16384
+    """Token budget of one forward pass (padded length x batch size)."""
+    max_batch_size: int = 64
+    """Most documents in one forward pass."""
+    show_progress: bool = False
+    """Show a tqdm progress bar over batches."""
+    local_files_only: bool = False
+    """Never contact the model hub; load from the local cache or folder only."""
+    attn_implementation: str | None = None
+    """Attention kernel for transformers (``"sdpa"``, ``"flash_attention_2"``, ``"eager"``); ``None`` picks."""
+
+    # remote backend
+    base_url: str | tuple[str, ...] | None = None
+    """URL of a vLLM server, or several replicas (round-robin, fail-over)."""
+    api_key: str | None = field(default=None, repr=False)
+    """Bearer token for the server; never shown in reprs, logs or errors."""
+    timeout: float = 60.0
+    """Seconds to wait for one HTTP request."""
+    max_retries: int = 3
+    """Retries on 429/5xx and transport errors (exponential backoff with jitter)."""
+    max_docs_per_request: int = 64
+    """Documents per HTTP request; longer lists are split and merged by index."""
+    max_concurrency: int = 8
+    """Requests in flight at once for one call."""
+    prompt_format: PromptFormat = "client"
+    """``"client"``: the client formats prompts; ``"server"``: the server's chat template does."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ValueError(f"model must be a non-empty str, got {self.model!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(
+                f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {self.backend!r}"
+            )
+        _check_optional_str("instruction", self.instruction)
+        _check_int("max_length", self.max_length, 16)
+        _check_optional_str("device", self.device)
+        if self.dtype is not None and self.dtype not in _DTYPES:
+            raise ValueError(
+                f"dtype must be one of {', '.join(map(repr, _DTYPES))} or None; got {self.dtype!r}"
+            )
+        _check_int("max_batch_tokens", self.max_batch_tokens, 1)
+        _check_int("max_batch_size", self.max_batch_size, 1)
+        for flag in ("show_progress", "local_files_only"):
+            if not isinstance(getattr(self, flag), bool):
+                raise TypeError(f"{flag} must be a bool, got {getattr(self, flag)!r}")
+        _check_optional_str("attn_implementation", self.attn_implementation)
+        self._check_base_url()
+        _check_optional_str("api_key", self.api_key)
+        _check_positive_float("timeout", self.timeout)
+        _check_int("max_retries", self.max_retries, 0)
+        _check_int("max_docs_per_request", self.max_docs_per_request, 1)
+        _check_int("max_concurrency", self.max_concurrency, 1)
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise ValueError(
+                f"prompt_format must be one of {', '.join(map(repr, PROMPT_FORMATS))}; "
+                f"got {self.prompt_format!r}"
+            )
+        if self.backend == "remote" and self.base_url is None:
+            raise ValueError("backend='remote' needs base_url, e.g. 'http://127.0.0.1:8000'")
+
+    def _check_base_url(self) -> None:
+        url = self.base_url
+        if url is None:
+            return
+        if isinstance(url, list):
+            url = tuple(url)
+            object.__setattr__(self, "base_url", url)
+        urls = (url,) if isinstance(url, str) else url
+        if not isinstance(urls, tuple) or not urls:
+            raise TypeError(f"base_url must be a URL or a non-empty list of URLs, got {url!r}")
+        for u in urls:
+            parsed = urlparse(u) if isinstance(u, str) else None
+            if parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc:
+                raise ValueError(f"base_url must be an http(s) URL like 'http://host:8000', got {u!r}")
+
+    @property
+    def base_urls(self) -> tuple[str, ...]:
+        """``base_url`` as a tuple (empty when unset)."""
+        if self.base_url is None:
+            return ()
+        return (self.base_url,) if isinstance(self.base_url, str) else self.base_url
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """Names of every setting."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> RerankConfig:
+        """Build from a mapping, rejecting unknown keys with the list of valid ones."""
+        unknown = sorted(set(values) - set(cls.field_names()))
+        if unknown:
+            raise TypeError(
+                f"unknown RerankConfig key(s): {', '.join(map(repr, unknown))}; "
+                f"valid keys are: {', '.join(cls.field_names())}"
+            )
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> RerankConfig:
+        """A copy with some settings changed (validated like a new one)."""
+        return RerankConfig.from_dict({**dataclasses.asdict(self), **changes})
