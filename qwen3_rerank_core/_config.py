@@ -149,7 +149,9 @@ class RerankConfig:
         for u in urls:
             parsed = urlparse(u) if isinstance(u, str) else None
             if parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc:
-                raise ValueError(f"base_url must be an http(s) URL like 'http://host:8000', got {u!r}")
+                raise ValueError(
+                    f"base_url must be an http(s) URL like 'http://host:8000', got {u!r}"
+                )
 
     @property
     def base_urls(self) -> tuple[str, ...]:

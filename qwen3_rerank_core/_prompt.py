@@ -42,9 +42,7 @@ SYSTEM_PROMPT = (
 )
 PREFIX = f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n"
 SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
-DEFAULT_INSTRUCTION = (
-    "Given a web search query, retrieve relevant passages that answer the query"
-)
+DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
 YES_TOKEN = "yes"
 NO_TOKEN = "no"
 #: The text between the query and the document in the body.
@@ -145,8 +143,7 @@ class PromptEncoder:
         tid = token_id(token)
         if tid is None or tid < 0:
             raise ValueError(
-                f"the tokenizer has no single token {token!r}; "
-                "is this a Qwen3-Reranker checkpoint?"
+                f"the tokenizer has no single token {token!r}; is this a Qwen3-Reranker checkpoint?"
             )
         return tid
 
@@ -177,9 +174,7 @@ class PromptEncoder:
             )
         return head
 
-    def encode_group(
-        self, instruction: str, query: str, documents: Sequence[str]
-    ) -> EncodedGroup:
+    def encode_group(self, instruction: str, query: str, documents: Sequence[str]) -> EncodedGroup:
         """Encode one query with its documents; documents too long are cut at their end."""
         head = self.encode_head(instruction, query)
         bodies = self._encode([format_body(instruction, query, d) for d in documents])
@@ -187,9 +182,7 @@ class PromptEncoder:
         tails = []
         for body in bodies:
             if body[:n_head] != head:  # pragma: no cover - guarded by the tokenizer's regex
-                raise RuntimeError(
-                    "internal error: the tokenized head is not a prefix of the body"
-                )
+                raise RuntimeError("internal error: the tokenized head is not a prefix of the body")
             tails.append(body[n_head : self.body_budget] + self.suffix_ids)
         return EncodedGroup(shared=self.prefix_ids + head, tails=tails)
 

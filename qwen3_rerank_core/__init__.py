@@ -1,0 +1,56 @@
+"""qwen3_rerank_core: exact, fast Qwen3-Reranker scoring.
+
+Scores (query, document) pairs with the Qwen3-Reranker models (0.6B, 4B, 8B) on
+one of three backends: ``"transformers"`` (local), ``"vllm"`` (in-process) or
+``"remote"`` (a ``vllm serve`` server). The score is p(yes) =
+softmax([logit_no, logit_yes])[1] at the last position of the model's own
+prompt template, the same on every backend.
+
+Example::
+
+    >>> from qwen3_rerank_core import Qwen3Reranker
+    >>> rr = Qwen3Reranker(model="Qwen/Qwen3-Reranker-0.6B")  # or a local folder
+    >>> results = rr.rerank("What is the capital of China?",  # doctest: +SKIP
+    ...                     ["Beijing is the capital of China.", "Gravity pulls."])
+    >>> [(r.index, round(r.score, 2)) for r in results]  # doctest: +SKIP
+    [(0, 1.0), (1, 0.0)]
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ._config import DEFAULT_MODEL, RerankConfig
+from ._errors import (
+    InvalidResponseError,
+    MissingDependencyError,
+    ModelLoadError,
+    Qwen3RerankError,
+    RemoteConnectionError,
+    RemoteError,
+    RemoteStatusError,
+    RemoteTimeoutError,
+)
+from ._prompt import DEFAULT_INSTRUCTION
+from ._reranker import Qwen3Reranker, RerankResult
+
+__all__ = [
+    "DEFAULT_INSTRUCTION",
+    "DEFAULT_MODEL",
+    "InvalidResponseError",
+    "MissingDependencyError",
+    "ModelLoadError",
+    "Qwen3RerankError",
+    "Qwen3Reranker",
+    "RemoteConnectionError",
+    "RemoteError",
+    "RemoteStatusError",
+    "RemoteTimeoutError",
+    "RerankConfig",
+    "RerankResult",
+    "__version__",
+]
+
+__version__ = "0.1.0"
+
+logging.getLogger("qwen3_rerank_core").addHandler(logging.NullHandler())

@@ -1,0 +1,325 @@
+"""The public facade: :class:`Qwen3Reranker`."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from ._backends import Backend, Group, create_backend
+from ._config import RerankConfig
+from ._prompt import DEFAULT_INSTRUCTION
+from ._validation import (
+    check_documents,
+    check_instruction,
+    check_min_score,
+    check_query,
+    check_top_n,
+)
+
+__all__ = ["Qwen3Reranker", "RerankResult"]
+
+logger = logging.getLogger("qwen3_rerank_core")
+
+
+@dataclass(frozen=True, slots=True)
+class RerankResult:
+    """One ranked document: its position in the input, its score and the caller's string."""
+
+    index: int
+    """Position of the document in the list that was passed in."""
+    score: float
+    """p(yes) in [0, 1]."""
+    document: str
+    """The caller's document string (the same object, never a truncated copy)."""
+
+
+def rank(
+    scores: Sequence[float],
+    documents: Sequence[str],
+    *,
+    top_n: int | None = None,
+    min_score: float | None = None,
+) -> list[RerankResult]:
+    """Sort by score descending (ties: lower input index first), then apply ``min_score``/``top_n``."""
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    results = [RerankResult(i, scores[i], documents[i]) for i in order]
+    if min_score is not None:
+        results = [r for r in results if r.score >= min_score]
+    if top_n is not None:
+        results = results[:top_n]
+    return results
+
+
+class Qwen3Reranker:
+    """Scores (query, document) pairs with a Qwen3-Reranker model.
+
+    The score of a document is p(yes) = softmax([logit_no, logit_yes])[1], the
+    model's probability that the document meets the query and instruction; it
+    is the same on every backend. The model is loaded on first use (or by
+    :meth:`load`), so building the object is cheap.
+
+    Args:
+        config: a :class:`RerankConfig`, or a model id/folder as a string.
+        **settings: any :class:`RerankConfig` field (``model``, ``backend``,
+            ``instruction``, ``max_length``, ``device``, ``dtype``, ...); with
+            ``config`` given, they override its values. Unknown names are
+            rejected.
+
+    Example::
+
+        >>> from qwen3_rerank_core import Qwen3Reranker
+        >>> with Qwen3Reranker(model="Qwen/Qwen3-Reranker-0.6B") as rr:  # doctest: +SKIP
+        ...     for r in rr.rerank("capital of France?", ["Berlin is...", "Paris is..."]):
+        ...         print(r.index, round(r.score, 3), r.document)
+        1 0.998 Paris is...
+        0 0.001 Berlin is...
+    """
+
+    def __init__(self, config: RerankConfig | str | None = None, /, **settings: Any) -> None:
+        if isinstance(config, str):
+            settings = {"model": config, **settings}
+            config = None
+        if config is None:
+            self._config = RerankConfig.from_dict(settings)
+        elif isinstance(config, RerankConfig):
+            self._config = config.replace(**settings) if settings else config
+        else:
+            raise TypeError(
+                f"config must be a RerankConfig, a model name or None, "
+                f"got {type(config).__name__}: {config!r}"
+            )
+        self._backend: Backend | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # ------------------------------------------------------------------ state
+    @property
+    def config(self) -> RerankConfig:
+        """The frozen settings of this reranker."""
+        return self._config
+
+    @property
+    def default_instruction(self) -> str:
+        """The instruction used when a call gives none."""
+        return self._config.instruction or DEFAULT_INSTRUCTION
+
+    def __repr__(self) -> str:
+        return f"Qwen3Reranker(model={self._config.model!r}, backend={self._config.backend!r})"
+
+    def load(self) -> Qwen3Reranker:
+        """Load the model now instead of on first use; returns ``self``."""
+        self._get_backend()
+        return self
+
+    def _get_backend(self) -> Backend:
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed")
+        backend = self._backend
+        if backend is None:
+            with self._lock:
+                if self._backend is None:
+                    logger.info(
+                        "loading %s on the %s backend", self._config.model, self._config.backend
+                    )
+                    self._backend = create_backend(self._config)
+                backend = self._backend
+        return backend
+
+    def close(self) -> None:
+        """Release the model or connections. Idempotent."""
+        with self._lock:
+            backend, self._backend = self._backend, None
+            self._closed = True
+        if backend is not None:
+            backend.close()
+
+    async def aclose(self) -> None:
+        """Async :meth:`close`."""
+        with self._lock:
+            backend, self._backend = self._backend, None
+            self._closed = True
+        if backend is not None:
+            await backend.aclose()
+
+    def __enter__(self) -> Qwen3Reranker:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Qwen3Reranker:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------- validation
+    def _prepare(
+        self, items: Sequence[tuple[object, object]], instruction: object
+    ) -> tuple[list[Group], str]:
+        instr = self.default_instruction if instruction is None else check_instruction(instruction)
+        groups: list[Group] = []
+        for query, documents in items:
+            groups.append((check_query(query), check_documents(documents)))
+        return groups, instr
+
+    @staticmethod
+    def _check_items(items: object) -> list[tuple[object, object]]:
+        if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+            raise TypeError(
+                f"items must be a sequence of (query, documents) pairs, got {type(items).__name__}"
+            )
+        out: list[tuple[object, object]] = []
+        for i, item in enumerate(items):
+            if not isinstance(item, (tuple, list)) or len(item) != 2:
+                raise TypeError(f"items[{i}] must be a (query, documents) pair, got {item!r:.80}")
+            out.append((item[0], item[1]))
+        return out
+
+    @staticmethod
+    def _checked(groups: Sequence[Group], scores: list[list[float]]) -> list[list[float]]:
+        if len(scores) != len(groups):
+            raise RuntimeError(f"backend returned {len(scores)} groups for {len(groups)}")
+        for (_, docs), group_scores in zip(groups, scores, strict=True):
+            if len(group_scores) != len(docs):
+                raise RuntimeError(
+                    f"backend returned {len(group_scores)} scores for {len(docs)} documents"
+                )
+            for s in group_scores:
+                if not (math.isfinite(s) and 0.0 <= s <= 1.0):
+                    raise RuntimeError(f"backend returned an invalid score {s!r}")
+        return scores
+
+    def _run(self, groups: list[Group], instruction: str) -> list[list[float]]:
+        todo = [g for g in groups if g[1]]
+        if not todo:
+            return [[] for _ in groups]
+        scores = iter(
+            self._checked(
+                todo,
+                self._get_backend().score_groups(
+                    todo, instruction, show_progress=self._config.show_progress
+                ),
+            )
+        )
+        return [next(scores) if docs else [] for _, docs in groups]
+
+    async def _arun(self, groups: list[Group], instruction: str) -> list[list[float]]:
+        todo = [g for g in groups if g[1]]
+        if not todo:
+            return [[] for _ in groups]
+        backend = self._get_backend()
+        scores = iter(
+            self._checked(
+                todo,
+                await backend.ascore_groups(
+                    todo, instruction, show_progress=self._config.show_progress
+                ),
+            )
+        )
+        return [next(scores) if docs else [] for _, docs in groups]
+
+    # -------------------------------------------------------------- scoring
+    def score(
+        self, query: str, documents: Sequence[str], *, instruction: str | None = None
+    ) -> list[float]:
+        """One p(yes) per document, in input order.
+
+        ``instruction`` overrides the configured instruction for this call.
+        An empty ``documents`` returns ``[]`` without loading the model.
+        """
+        groups, instr = self._prepare([(query, documents)], instruction)
+        return self._run(groups, instr)[0]
+
+    async def ascore(
+        self, query: str, documents: Sequence[str], *, instruction: str | None = None
+    ) -> list[float]:
+        """Async :meth:`score`; never blocks the event loop."""
+        groups, instr = self._prepare([(query, documents)], instruction)
+        return (await self._arun(groups, instr))[0]
+
+    def rerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_n: int | None = None,
+        min_score: float | None = None,
+        instruction: str | None = None,
+    ) -> list[RerankResult]:
+        """Documents sorted by score (descending; ties keep input order).
+
+        ``min_score`` drops results below it, then ``top_n`` keeps the first ones.
+        """
+        top_n, min_score = check_top_n(top_n), check_min_score(min_score)
+        groups, instr = self._prepare([(query, documents)], instruction)
+        scores = self._run(groups, instr)[0]
+        return rank(scores, documents, top_n=top_n, min_score=min_score)
+
+    async def arerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_n: int | None = None,
+        min_score: float | None = None,
+        instruction: str | None = None,
+    ) -> list[RerankResult]:
+        """Async :meth:`rerank`; never blocks the event loop."""
+        top_n, min_score = check_top_n(top_n), check_min_score(min_score)
+        groups, instr = self._prepare([(query, documents)], instruction)
+        scores = (await self._arun(groups, instr))[0]
+        return rank(scores, documents, top_n=top_n, min_score=min_score)
+
+    def score_many(
+        self,
+        items: Sequence[tuple[str, Sequence[str]]],
+        *,
+        instruction: str | None = None,
+    ) -> list[list[float]]:
+        """:meth:`score` for several ``(query, documents)`` pairs, batched across queries."""
+        groups, instr = self._prepare(self._check_items(items), instruction)
+        return self._run(groups, instr)
+
+    async def ascore_many(
+        self,
+        items: Sequence[tuple[str, Sequence[str]]],
+        *,
+        instruction: str | None = None,
+    ) -> list[list[float]]:
+        """Async :meth:`score_many`."""
+        groups, instr = self._prepare(self._check_items(items), instruction)
+        return await self._arun(groups, instr)
+
+    def rerank_many(
+        self,
+        items: Sequence[tuple[str, Sequence[str]]],
+        *,
+        top_n: int | None = None,
+        min_score: float | None = None,
+        instruction: str | None = None,
+    ) -> list[list[RerankResult]]:
+        """:meth:`rerank` for several ``(query, documents)`` pairs, batched across queries."""
+        top_n, min_score = check_top_n(top_n), check_min_score(min_score)
+        checked = self._check_items(items)
+        groups, instr = self._prepare(checked, instruction)
+        all_scores = self._run(groups, instr)
+        return [
+            rank(scores, docs, top_n=top_n, min_score=min_score)  # type: ignore[arg-type]
+            for scores, (_, docs) in zip(all_scores, checked, strict=True)
+        ]
