@@ -164,18 +164,28 @@ class TransformersBackend(Backend):
         return out
 
     def _score_prompts(self, prompts: list[list[int]], *, show_progress: bool) -> list[float]:
+        """Scores in input order; identical prompts are computed once (and so score equal)."""
         cfg = self._config
+        slot: dict[tuple[int, ...], int] = {}
+        unique: list[list[int]] = []
+        where = []
+        for p in prompts:
+            key = tuple(p)
+            if key not in slot:
+                slot[key] = len(unique)
+                unique.append(p)
+            where.append(slot[key])
         batches = plan_batches(
-            [len(p) for p in prompts],
+            [len(p) for p in unique],
             max_batch_tokens=cfg.max_batch_tokens,
             max_batch_size=cfg.max_batch_size,
         )
-        scores = [0.0] * len(prompts)
-        for batch in self._progress(batches, len(prompts), show_progress):
-            logits = self._last_logits([prompts[i] for i in batch])
+        scores = [0.0] * len(unique)
+        for batch in self._progress(batches, len(unique), show_progress):
+            logits = self._last_logits([unique[i] for i in batch])
             for i, (logit_no, logit_yes) in zip(batch, logits, strict=True):
                 scores[i] = p_yes(logit_no, logit_yes)
-        return scores
+        return [scores[k] for k in where]
 
     def _progress(
         self, batches: list[list[int]], total: int, show_progress: bool

@@ -1,0 +1,29 @@
+"""plan_batches: longest first, within the token budget, nothing lost."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from qwen3_rerank_core._backends._transformers import plan_batches
+
+
+@given(
+    st.lists(st.integers(1, 300), max_size=60),
+    st.integers(1, 2000),
+    st.integers(1, 16),
+)
+def test_batches_cover_everything_once(lengths: list[int], budget: int, size: int) -> None:
+    batches = plan_batches(lengths, max_batch_tokens=budget, max_batch_size=size)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(len(lengths)))
+    for b in batches:
+        assert 1 <= len(b) <= size
+        width = max(lengths[i] for i in b)
+        assert len(b) == 1 or len(b) * width <= budget
+    widths = [lengths[b[0]] for b in batches]
+    assert widths == sorted(widths, reverse=True)
+
+
+def test_example() -> None:
+    assert plan_batches([5, 10, 3, 10], max_batch_tokens=20, max_batch_size=8) == [[1, 3], [0, 2]]
