@@ -1,0 +1,299 @@
+"""QwenRerank in real LlamaIndex flows, on the tiny offline checkpoint.
+
+Expected values always come from ``Qwen3Reranker.rerank`` on the same texts;
+no score is hard-coded.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import llama_index.postprocessor.qwen3_rerank as package
+import pytest
+from llama_index.core import Document, Settings, VectorStoreIndex
+from llama_index.core.bridge.pydantic import Field
+from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload, LlamaDebugHandler
+from llama_index.core.embeddings import MockEmbedding
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.instrumentation.events import BaseEvent
+from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
+from llama_index.core.llms import MockLLM
+from llama_index.core.postprocessor.types import BaseNodePostprocessor
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
+from llama_index.postprocessor.qwen3_rerank import QwenRerank
+
+from qwen3_rerank_core import Qwen3Reranker, RerankResult
+
+QUERY = "How do plants make their food?"
+TEXTS = [
+    "Photosynthesis turns light, water and carbon dioxide into sugar inside leaves.",
+    "The Eiffel Tower was finished in 1889 for the World's Fair in Paris.",
+    "Chlorophyll absorbs red and blue light and reflects green light.",
+    "A sourdough starter is a culture of wild yeast and lactic acid bacteria.",
+    "Roots take up water and minerals that the plant moves to its leaves.",
+    "The stock market closed higher on Tuesday after a volatile session.",
+    "Fungi feed by absorbing nutrients from dead or living organic matter.",
+    "Stomata on the underside of leaves let carbon dioxide in and oxygen out.",
+    "Jupiter is the largest planet in the solar system.",
+    "Carnivorous plants such as the Venus flytrap supplement their diet with insects.",
+    "Python lists keep their items in insertion order.",
+    "Glucose made in the leaves is stored as starch in roots and seeds.",
+]
+
+
+class _Recorder(BaseEventHandler):
+    events: list[BaseEvent] = Field(default_factory=list)
+
+    def handle(self, event: BaseEvent, **kwargs: Any) -> None:
+        self.events.append(event)
+
+    def rerank_events(self) -> list[BaseEvent]:
+        return [e for e in self.events if isinstance(e, ReRankStartEvent | ReRankEndEvent)]
+
+
+@pytest.fixture
+def recorder() -> Iterator[_Recorder]:
+    root = get_dispatcher()
+    handler = _Recorder()
+    root.add_event_handler(handler)
+    yield handler
+    root.event_handlers.remove(handler)
+
+
+@pytest.fixture
+def debug() -> Iterator[LlamaDebugHandler]:
+    """A callback handler installed globally, as query engines take Settings.callback_manager."""
+    handler = LlamaDebugHandler(print_trace_on_end=False)
+    previous = Settings.callback_manager
+    Settings.callback_manager = CallbackManager([handler])
+    yield handler
+    Settings.callback_manager = previous
+
+
+@pytest.fixture(scope="module")
+def index() -> VectorStoreIndex:
+    docs = [
+        Document(text=t, id_=f"doc-{i}", metadata={"source": f"s{i}", "tags": ["t", i]})
+        for i, t in enumerate(TEXTS)
+    ]
+    return VectorStoreIndex.from_documents(docs, embed_model=MockEmbedding(embed_dim=8))
+
+
+def _nodes() -> list[NodeWithScore]:
+    return [
+        NodeWithScore(
+            node=TextNode(text=t, id_=f"n{i}", metadata={"k": {"nested": [i]}}),
+            score=1.0 - i / 100,
+        )
+        for i, t in enumerate(TEXTS[:6])
+    ]
+
+
+def _texts(nodes: list[NodeWithScore]) -> list[str]:
+    return [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
+
+
+def _assert_matches(
+    out: list[NodeWithScore], nodes: list[NodeWithScore], expected: list[RerankResult]
+) -> None:
+    assert [n.node.node_id for n in out] == [nodes[r.index].node.node_id for r in expected]
+    assert [n.score for n in out] == pytest.approx([r.score for r in expected], abs=1e-9)
+
+
+def _retrieved(index: VectorStoreIndex) -> list[NodeWithScore]:
+    nodes = index.as_retriever(similarity_top_k=10).retrieve(QUERY)
+    assert len(nodes) == 10
+    return nodes
+
+
+def _engine(index: VectorStoreIndex, rerank: QwenRerank) -> Any:
+    return index.as_query_engine(similarity_top_k=10, node_postprocessors=[rerank], llm=MockLLM())
+
+
+def test_public_api() -> None:
+    assert package.__all__ == ["QwenRerank"]
+    assert issubclass(QwenRerank, BaseNodePostprocessor)
+    assert QwenRerank.class_name() == "QwenRerank"
+
+
+def test_query_engine_sync(
+    index: VectorStoreIndex, core: Qwen3Reranker, recorder: _Recorder, debug: LlamaDebugHandler
+) -> None:
+    retrieved = _retrieved(index)
+    expected = core.rerank(QUERY, _texts(retrieved), top_n=3)
+    engine = _engine(index, QwenRerank(reranker=core, top_n=3))
+
+    response = engine.query(QUERY)
+
+    assert len(response.source_nodes) == 3
+    _assert_matches(response.source_nodes, retrieved, expected)
+    start, end = recorder.rerank_events()
+    assert isinstance(start, ReRankStartEvent) and isinstance(end, ReRankEndEvent)
+    assert [n.node.node_id for n in start.nodes] == [n.node.node_id for n in retrieved]
+    assert (start.top_n, start.model_name) == (3, core.config.model)
+    assert [n.node.node_id for n in end.nodes] == [n.node.node_id for n in response.source_nodes]
+    ((cb_start, cb_end),) = debug.get_event_pairs(CBEventType.RERANKING)
+    assert cb_start.payload[EventPayload.QUERY_STR] == QUERY
+    assert cb_start.payload[EventPayload.MODEL_NAME] == core.config.model
+    assert cb_start.payload[EventPayload.TOP_K] == 3
+    assert len(cb_start.payload[EventPayload.NODES]) == 10
+    assert cb_end.payload[EventPayload.NODES] == response.source_nodes
+
+
+async def test_query_engine_async(
+    index: VectorStoreIndex, core: Qwen3Reranker, recorder: _Recorder, debug: LlamaDebugHandler
+) -> None:
+    retrieved = _retrieved(index)
+    expected = await core.arerank(QUERY, _texts(retrieved), top_n=3)
+    engine = _engine(index, QwenRerank(reranker=core, top_n=3))
+
+    response = await engine.aquery(QUERY)
+
+    _assert_matches(response.source_nodes, retrieved, expected)
+    assert [type(e) for e in recorder.rerank_events()] == [ReRankStartEvent, ReRankEndEvent]
+    ((_, cb_end),) = debug.get_event_pairs(CBEventType.RERANKING)
+    assert cb_end.payload[EventPayload.NODES] == response.source_nodes
+
+
+async def test_async_uses_core_arerank(core: Qwen3Reranker, monkeypatch: pytest.MonkeyPatch):
+    calls: list[str] = []
+    original = core.arerank
+
+    async def spy(*args: Any, **kwargs: Any) -> list[RerankResult]:
+        calls.append("arerank")
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(core, "arerank", spy)
+    monkeypatch.setattr(core, "rerank", lambda *a, **k: pytest.fail("sync path used"))
+    out = await QwenRerank(reranker=core).apostprocess_nodes(_nodes(), query_str=QUERY)
+    assert calls == ["arerank"] and len(out) == 6
+
+
+def test_inputs_are_not_mutated_and_outputs_are_copies(core: Qwen3Reranker) -> None:
+    nodes = _nodes()
+    before = copy.deepcopy(nodes)
+    out = QwenRerank(reranker=core, keep_retrieval_score=True).postprocess_nodes(
+        nodes, query_str=QUERY
+    )
+    assert [n.model_dump() for n in nodes] == [n.model_dump() for n in before]
+    by_id = {n.node.node_id: n for n in nodes}
+    for result in out:
+        source = by_id[result.node.node_id]
+        assert result is not source and result.node is not source.node
+        assert result.node.metadata["retrieval_score"] == source.score
+        result.node.metadata["k"]["nested"].append("changed")
+        assert (
+            source.node.metadata["k"]["nested"]
+            == before[nodes.index(source)].node.metadata["k"]["nested"]
+        )
+    _assert_matches(out, nodes, core.rerank(QUERY, _texts(nodes)))
+
+
+def test_keep_retrieval_score_off_by_default(core: Qwen3Reranker) -> None:
+    out = QwenRerank(reranker=core).postprocess_nodes(_nodes(), query_str=QUERY)
+    assert len(out) == 6
+    assert all("retrieval_score" not in n.node.metadata for n in out)
+
+
+def test_top_n_and_min_score(core: Qwen3Reranker) -> None:
+    nodes = _nodes()
+    scores = sorted(core.score(QUERY, _texts(nodes)))
+    threshold = scores[len(scores) // 2]
+    out = QwenRerank(reranker=core, min_score=threshold).postprocess_nodes(nodes, query_str=QUERY)
+    expected = core.rerank(QUERY, _texts(nodes), min_score=threshold)
+    _assert_matches(out, nodes, expected)
+    assert 0 < len(out) < len(nodes) and all(n.score >= threshold for n in out)  # type: ignore[operator]
+    top2 = QwenRerank(reranker=core, top_n=2).postprocess_nodes(nodes, query_str=QUERY)
+    _assert_matches(top2, nodes, core.rerank(QUERY, _texts(nodes), top_n=2))
+
+
+def test_instruction_field_is_passed_per_call(core: Qwen3Reranker) -> None:
+    nodes = _nodes()
+    instruction = "Given a question about biology, judge whether the passage answers it"
+    out = QwenRerank(reranker=core, instruction=instruction).postprocess_nodes(
+        nodes, query_bundle=QueryBundle(QUERY)
+    )
+    _assert_matches(out, nodes, core.rerank(QUERY, _texts(nodes), instruction=instruction))
+
+
+def test_shared_reranker(core: Qwen3Reranker) -> None:
+    first, second = QwenRerank(reranker=core, top_n=1), QwenRerank(reranker=core, top_n=4)
+    assert first.reranker is core and second.reranker is core
+    assert (first.model, first.backend, first.max_length) == (
+        core.config.model,
+        core.config.backend,
+        core.config.max_length,
+    )
+    with pytest.raises(ValueError, match="not both"):
+        QwenRerank(reranker=core, model="other")
+
+
+def test_own_reranker_from_settings(tiny_model: Path, core: Qwen3Reranker) -> None:
+    rerank = QwenRerank(
+        model=str(tiny_model),
+        device="cpu",
+        dtype="float32",
+        max_batch_size=2,
+        reranker_kwargs={"local_files_only": True},
+    )
+    config = rerank.reranker.config
+    assert (config.model, config.max_batch_size, config.local_files_only) == (
+        str(tiny_model),
+        2,
+        True,
+    )
+    nodes = _nodes()
+    out = rerank.postprocess_nodes(nodes, query_str=QUERY)
+    rerank.reranker.close()
+    expected = core.rerank(QUERY, _texts(nodes))
+    assert [n.node.node_id for n in out] == [nodes[r.index].node.node_id for r in expected]
+    assert [n.score for n in out] == pytest.approx([r.score for r in expected], abs=1e-5)
+    with pytest.raises(ValueError, match="reranker_kwargs"):
+        QwenRerank(model=str(tiny_model), reranker_kwargs={"device": "cpu"})
+
+
+async def test_empty_input_loads_nothing(recorder: _Recorder) -> None:
+    rerank = QwenRerank(model="/nonexistent/qwen3-reranker", top_n=3)
+    assert rerank.postprocess_nodes([], query_str=QUERY) == []
+    assert await rerank.apostprocess_nodes([], query_str=QUERY) == []
+    assert recorder.rerank_events() == []
+
+
+@pytest.mark.parametrize("query", ["", "   "])
+async def test_empty_or_missing_query(core: Qwen3Reranker, recorder: _Recorder, query: str):
+    rerank = QwenRerank(reranker=core)
+    for nodes in (_nodes(), []):
+        with pytest.raises(ValueError, match="query"):
+            rerank.postprocess_nodes(nodes, query_str=query)
+        with pytest.raises(ValueError, match="query"):
+            await rerank.apostprocess_nodes(nodes, query_str=query)
+        with pytest.raises(ValueError, match="query"):
+            rerank.postprocess_nodes(nodes)
+    assert recorder.rerank_events() == []
+
+
+def test_api_key_is_never_shown() -> None:
+    secret = "sk-do-not-print-1234"
+    rerank = QwenRerank(
+        model="served-name", backend="remote", base_url=["http://127.0.0.1:9"], api_key=secret
+    )
+    assert rerank.api_key is not None and rerank.api_key.get_secret_value() == secret
+    assert rerank.reranker.config.api_key == secret
+    assert rerank.reranker.config.base_url == ("http://127.0.0.1:9",)
+    for text in (repr(rerank), str(rerank), rerank.to_json(), repr(rerank.reranker.config)):
+        assert secret not in text
+
+
+def test_invalid_settings_are_rejected() -> None:
+    with pytest.raises(ValueError):
+        QwenRerank(model="x", top_n=0)
+    with pytest.raises(ValueError):
+        QwenRerank(model="x", min_score=1.5)
+    with pytest.raises(ValueError):
+        QwenRerank(model="x", unknown_option=1)
+    with pytest.raises(ValueError):
+        QwenRerank(model="x", backend="remote")  # the core needs base_url
