@@ -7,6 +7,7 @@ no score is hard-coded.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from langchain_qwen3_rerank import QwenRerank
 
 from qwen3_rerank_core import Qwen3Reranker, RerankResult
 
+REPO = Path(__file__).resolve().parents[3]
 QUERY = "How do plants make their food?"
 TEXTS = [
     "Photosynthesis turns light, water and carbon dioxide into sugar inside leaves.",
@@ -243,3 +245,32 @@ def test_invalid_settings_are_rejected() -> None:
         QwenRerank(model="x", unknown_option=1)
     with pytest.raises(ValueError):
         QwenRerank(model="x", backend="remote")  # the core needs base_url
+
+
+def _run_markdown(path: Path, model: Path) -> dict[str, Any]:
+    """Execute every Python block of a Markdown file, on the tiny model instead of the hub's."""
+    if not path.exists():
+        pytest.skip(f"{path} is not part of this checkout")
+    blocks = re.findall(r"```python\n(.*?)```", path.read_text(encoding="utf-8"), flags=re.S)
+    assert blocks, f"no Python example in {path}"
+    code = "\n".join(blocks).replace('"Qwen/Qwen3-Reranker-0.6B"', repr(str(model)))
+    namespace: dict[str, Any] = {"__name__": "__example__"}
+    exec(compile(code, str(path), "exec"), namespace)
+    return namespace
+
+
+def _assert_ranked(docs: list[Document], count: int) -> None:
+    scores = [d.metadata["relevance_score"] for d in docs]
+    assert len(docs) == count and scores == sorted(scores, reverse=True)
+
+
+def test_readme_example_runs(tiny_model: Path) -> None:
+    namespace = _run_markdown(Path(package.__file__).parents[1] / "README.md", tiny_model)
+    _assert_ranked(namespace["retriever"].invoke("How do plants make their food?"), 2)
+
+
+def test_docs_example_runs(tiny_model: Path) -> None:
+    namespace = _run_markdown(REPO / "docs" / "langchain.md", tiny_model)
+    _assert_ranked(namespace["docs"], 3)
+    _assert_ranked(list(namespace["best"]), 3)
+    assert [r["index"] for r in namespace["ranking"]] != [] and len(namespace["ranking"]) == 5

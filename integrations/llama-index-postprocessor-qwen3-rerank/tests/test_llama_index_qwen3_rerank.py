@@ -7,6 +7,7 @@ no score is hard-coded.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from llama_index.postprocessor.qwen3_rerank import QwenRerank
 
 from qwen3_rerank_core import Qwen3Reranker, RerankResult
 
+REPO = Path(__file__).resolve().parents[3]
 QUERY = "How do plants make their food?"
 TEXTS = [
     "Photosynthesis turns light, water and carbon dioxide into sugar inside leaves.",
@@ -297,3 +299,32 @@ def test_invalid_settings_are_rejected() -> None:
         QwenRerank(model="x", unknown_option=1)
     with pytest.raises(ValueError):
         QwenRerank(model="x", backend="remote")  # the core needs base_url
+
+
+def _run_markdown(path: Path, model: Path) -> dict[str, Any]:
+    """Execute every Python block of a Markdown file, on the tiny model instead of the hub's."""
+    if not path.exists():
+        pytest.skip(f"{path} is not part of this checkout")
+    blocks = re.findall(r"```python\n(.*?)```", path.read_text(encoding="utf-8"), flags=re.S)
+    assert blocks, f"no Python example in {path}"
+    code = "\n".join(blocks).replace('"Qwen/Qwen3-Reranker-0.6B"', repr(str(model)))
+    namespace: dict[str, Any] = {"__name__": "__example__"}
+    exec(compile(code, str(path), "exec"), namespace)
+    return namespace
+
+
+def _assert_ranked(nodes: list[NodeWithScore], count: int) -> None:
+    scores = [n.score for n in nodes]
+    assert len(nodes) == count and scores == sorted(scores, reverse=True)  # type: ignore[type-var]
+
+
+def test_readme_example_runs(tiny_model: Path) -> None:
+    namespace = _run_markdown(Path(package.__file__).parents[3] / "README.md", tiny_model)
+    _assert_ranked(namespace["response"].source_nodes, 2)
+
+
+def test_docs_example_runs(tiny_model: Path) -> None:
+    namespace = _run_markdown(REPO / "docs" / "llama_index.md", tiny_model)
+    _assert_ranked(namespace["response"].source_nodes, 3)
+    _assert_ranked(namespace["best"], 3)
+    assert all("retrieval_score" in n.node.metadata for n in namespace["best"])
