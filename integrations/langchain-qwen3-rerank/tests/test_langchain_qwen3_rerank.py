@@ -97,7 +97,9 @@ async def test_contextual_compression_ainvoke(base_retriever: Any, core: Qwen3Re
     _assert_matches(out, retrieved, expected)
 
 
-async def test_async_uses_core_arerank(core: Qwen3Reranker, monkeypatch: pytest.MonkeyPatch):
+async def test_async_uses_core_arerank(
+    core: Qwen3Reranker, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls: list[str] = []
     original = core.arerank
 
@@ -232,7 +234,18 @@ def test_api_key_is_never_shown() -> None:
     assert rerank.api_key is not None and rerank.api_key.get_secret_value() == secret
     assert rerank.reranker.config.api_key == secret
     assert rerank.reranker.config.base_url == ("http://127.0.0.1:9",)
-    for text in (repr(rerank), str(rerank), rerank.model_dump_json(), repr(rerank.model_dump())):
+    shared = QwenRerank(
+        reranker=Qwen3Reranker(
+            model="served-name",
+            backend="remote",
+            base_url=("http://127.0.0.1:9", "http://127.0.0.1:10"),
+            api_key=secret,
+        )
+    )
+    assert shared.base_url == ["http://127.0.0.1:9", "http://127.0.0.1:10"]
+    assert shared.api_key is not None and shared.api_key.get_secret_value() == secret
+    texts = (repr(rerank), str(rerank), rerank.model_dump_json(), repr(rerank.model_dump()))
+    for text in (*texts, repr(rerank.reranker.config), repr(shared), shared.model_dump_json()):
         assert secret not in text
 
 

@@ -18,7 +18,7 @@ from llama_index.core import Document, Settings, VectorStoreIndex
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload, LlamaDebugHandler
 from llama_index.core.embeddings import MockEmbedding
-from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
@@ -139,6 +139,7 @@ def test_query_engine_sync(
     assert (start.top_n, start.model_name) == (3, core.config.model)
     assert [n.node.node_id for n in end.nodes] == [n.node.node_id for n in response.source_nodes]
     ((cb_start, cb_end),) = debug.get_event_pairs(CBEventType.RERANKING)
+    assert cb_start.payload is not None and cb_end.payload is not None
     assert cb_start.payload[EventPayload.QUERY_STR] == QUERY
     assert cb_start.payload[EventPayload.MODEL_NAME] == core.config.model
     assert cb_start.payload[EventPayload.TOP_K] == 3
@@ -158,10 +159,13 @@ async def test_query_engine_async(
     _assert_matches(response.source_nodes, retrieved, expected)
     assert [type(e) for e in recorder.rerank_events()] == [ReRankStartEvent, ReRankEndEvent]
     ((_, cb_end),) = debug.get_event_pairs(CBEventType.RERANKING)
+    assert cb_end.payload is not None
     assert cb_end.payload[EventPayload.NODES] == response.source_nodes
 
 
-async def test_async_uses_core_arerank(core: Qwen3Reranker, monkeypatch: pytest.MonkeyPatch):
+async def test_async_uses_core_arerank(
+    core: Qwen3Reranker, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls: list[str] = []
     original = core.arerank
 
@@ -266,7 +270,7 @@ async def test_empty_input_loads_nothing(recorder: _Recorder) -> None:
 
 
 @pytest.mark.parametrize("query", ["", "   "])
-async def test_empty_or_missing_query(core: Qwen3Reranker, recorder: _Recorder, query: str):
+async def test_empty_or_missing_query(core: Qwen3Reranker, recorder: _Recorder, query: str) -> None:
     rerank = QwenRerank(reranker=core)
     for nodes in (_nodes(), []):
         with pytest.raises(ValueError, match="query"):
@@ -286,7 +290,18 @@ def test_api_key_is_never_shown() -> None:
     assert rerank.api_key is not None and rerank.api_key.get_secret_value() == secret
     assert rerank.reranker.config.api_key == secret
     assert rerank.reranker.config.base_url == ("http://127.0.0.1:9",)
-    for text in (repr(rerank), str(rerank), rerank.to_json(), repr(rerank.reranker.config)):
+    shared = QwenRerank(
+        reranker=Qwen3Reranker(
+            model="served-name",
+            backend="remote",
+            base_url=("http://127.0.0.1:9", "http://127.0.0.1:10"),
+            api_key=secret,
+        )
+    )
+    assert shared.base_url == ["http://127.0.0.1:9", "http://127.0.0.1:10"]
+    assert shared.api_key is not None and shared.api_key.get_secret_value() == secret
+    texts = (repr(rerank), str(rerank), rerank.to_json(), repr(rerank.reranker.config))
+    for text in (*texts, repr(shared), shared.to_json()):
         assert secret not in text
 
 
