@@ -71,12 +71,19 @@ _USER_AGENT = "qwen3-rerank-core"
 def token_bound(text: str) -> int:
     """An upper bound on the number of tokens of ``text`` for a byte-level BPE tokenizer.
 
-    Every token (special tokens included) covers at least one byte of the
-    normalized text; NFC and NFKC are both covered because either may grow it.
+    Every token (special tokens included) covers at least one byte of the text
+    the tokenizer sees: the raw text, or its NFC (Qwen) or NFKC normalization,
+    either of which may be longer than the raw text.
     """
+    raw = len(text.encode("utf-8", "surrogatepass"))
+    if text.isascii():
+        return raw
     return max(
-        len(unicodedata.normalize(form, text).encode("utf-8", "surrogatepass"))
-        for form in ("NFC", "NFKC")
+        raw,
+        *(
+            len(unicodedata.normalize(form, text).encode("utf-8", "surrogatepass"))
+            for form in ("NFC", "NFKC")
+        ),
     )
 
 
