@@ -81,6 +81,8 @@ class RerankConfig:
     """Most documents in one forward pass."""
     show_progress: bool = False
     """Show a tqdm progress bar over batches."""
+    reuse_prefix: bool = True
+    """Run the shared prefix (system prompt, instruction, query) once per query and reuse its KV cache."""
     local_files_only: bool = False
     """Never contact the model hub; load from the local cache or folder only."""
     attn_implementation: str | None = None
@@ -118,7 +120,7 @@ class RerankConfig:
             )
         _check_int("max_batch_tokens", self.max_batch_tokens, 1)
         _check_int("max_batch_size", self.max_batch_size, 1)
-        for flag in ("show_progress", "local_files_only"):
+        for flag in ("show_progress", "reuse_prefix", "local_files_only"):
             if not isinstance(getattr(self, flag), bool):
                 raise TypeError(f"{flag} must be a bool, got {getattr(self, flag)!r}")
         _check_optional_str("attn_implementation", self.attn_implementation)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from .._config import RerankConfig
 from .._errors import MissingDependencyError, ModelLoadError
-from .._prompt import PromptEncoder, p_yes
+from .._prompt import EncodedGroup, PromptEncoder, p_yes
 from ._base import Backend, Group
 
 __all__ = ["TransformersBackend", "plan_batches"]
@@ -65,6 +66,22 @@ def plan_batches(
     return batches
 
 
+def _cache_tensors(cache: Any) -> list[tuple[Any, Any]]:
+    """Per-layer (key, value) tensors of a transformers KV cache (4.x and 5.x layouts)."""
+    layers = getattr(cache, "layers", None)
+    if layers is not None:
+        return [(layer.keys, layer.values) for layer in layers]
+    return list(zip(cache.key_cache, cache.value_cache, strict=True))  # transformers 4.x
+
+
+def _make_cache(cache_cls: Any, tensors: list[tuple[Any, Any]]) -> Any:
+    """A fresh ``DynamicCache`` holding ``tensors`` (it is extended in place by a forward)."""
+    try:
+        return cache_cls(tensors)
+    except TypeError:  # transformers 4.x
+        return cache_cls.from_legacy_cache(tuple(tensors))
+
+
 def _looks_like_path(model: str) -> bool:
     """Hub ids look like ``org/name``; anything else with a slash is a folder."""
     return model.startswith((".", "/", "~")) or model.count("/") > 1 or "\\" in model
@@ -103,6 +120,10 @@ class TransformersBackend(Backend):
         bias = getattr(head, "bias", None)
         self._head_bias = None if bias is None else bias.detach().index_select(0, rows).clone()
         self.dtype = next(model.parameters()).dtype
+        self._cache_cls = transformers.DynamicCache
+        # Prefix reuse relies on the mask handling of SDPA/eager attention (a gap of
+        # padding between the cached prefix and each document).
+        self._reuse_prefix = config.reuse_prefix and attn in ("sdpa", "eager")
         self._lock = threading.Lock()
         logger.info(
             "loaded %s on %s (%s, attention=%s)", config.model, self.device, self.dtype, attn
@@ -152,56 +173,118 @@ class TransformersBackend(Backend):
         self, groups: Sequence[Group], instruction: str, *, show_progress: bool = False
     ) -> list[list[float]]:
         with self._lock:
-            prompts: list[list[int]] = []
-            for query, documents in groups:
-                prompts.extend(self.encoder.encode_prompts(instruction, query, documents))
-            flat = self._score_prompts(prompts, show_progress=show_progress)
+            encoded = [self.encoder.encode_group(instruction, q, docs) for q, docs in groups]
+            with self._progress(sum(len(g.tails) for g in encoded), show_progress) as advance:
+                return self._score_encoded(encoded, advance)
+
+    def _score_encoded(
+        self, groups: list[EncodedGroup], advance: Callable[[int], None]
+    ) -> list[list[float]]:
+        """Scores per group. Identical prompts are computed once (and so score equal).
+
+        A group with several distinct documents runs its shared prefix (system
+        prompt, instruction, query) once and reuses its key/value cache for every
+        document; the other prompts are batched together across groups.
+        """
         out: list[list[float]] = []
-        start = 0
-        for _, documents in groups:
-            out.append(flat[start : start + len(documents)])
-            start += len(documents)
+        flat: list[list[int]] = []  # full prompts scored without prefix reuse
+        flat_slot: dict[tuple[int, ...], int] = {}
+        pending: list[tuple[int, list[int]]] = []  # (group index, slots in flat)
+        for gi, group in enumerate(groups):
+            slot: dict[tuple[int, ...], int] = {}
+            unique: list[list[int]] = []
+            where = []
+            for tail in group.tails:
+                key = tuple(tail)
+                if key not in slot:
+                    slot[key] = len(unique)
+                    unique.append(tail)
+                where.append(slot[key])
+            if self._reuse_prefix and len(unique) > 1:
+                scores = self._score_with_prefix(group.shared, unique, advance)
+                out.append([scores[k] for k in where])
+                continue
+            slots = []
+            for tail in unique:
+                full = group.shared + tail
+                key = tuple(full)
+                if key not in flat_slot:
+                    flat_slot[key] = len(flat)
+                    flat.append(full)
+                slots.append(flat_slot[key])
+            out.append([])
+            pending.append((gi, [slots[k] for k in where]))
+        if flat:
+            flat_scores = self._score_prompts(flat, advance)
+            for gi, slots in pending:
+                out[gi] = [flat_scores[k] for k in slots]
         return out
 
-    def _score_prompts(self, prompts: list[list[int]], *, show_progress: bool) -> list[float]:
-        """Scores in input order; identical prompts are computed once (and so score equal)."""
-        cfg = self._config
-        slot: dict[tuple[int, ...], int] = {}
-        unique: list[list[int]] = []
-        where = []
-        for p in prompts:
-            key = tuple(p)
-            if key not in slot:
-                slot[key] = len(unique)
-                unique.append(p)
-            where.append(slot[key])
-        batches = plan_batches(
-            [len(p) for p in unique],
-            max_batch_tokens=cfg.max_batch_tokens,
-            max_batch_size=cfg.max_batch_size,
+    def _batches(self, lengths: list[int]) -> list[list[int]]:
+        return plan_batches(
+            lengths,
+            max_batch_tokens=self._config.max_batch_tokens,
+            max_batch_size=self._config.max_batch_size,
         )
-        scores = [0.0] * len(unique)
-        for batch in self._progress(batches, len(unique), show_progress):
-            logits = self._last_logits([unique[i] for i in batch])
+
+    def _score_prompts(
+        self, prompts: list[list[int]], advance: Callable[[int], None]
+    ) -> list[float]:
+        """Scores of full prompts, in input order."""
+        scores = [0.0] * len(prompts)
+        for batch in self._batches([len(p) for p in prompts]):
+            logits = self._last_logits([prompts[i] for i in batch])
             for i, (logit_no, logit_yes) in zip(batch, logits, strict=True):
                 scores[i] = p_yes(logit_no, logit_yes)
-        return [scores[k] for k in where]
+            advance(len(batch))
+        return scores
 
-    def _progress(
-        self, batches: list[list[int]], total: int, show_progress: bool
-    ) -> Iterator[list[int]]:
+    def _score_with_prefix(
+        self, shared: list[int], tails: list[list[int]], advance: Callable[[int], None]
+    ) -> list[float]:
+        """Scores of ``shared + tail`` for each tail, computing ``shared`` once."""
+        torch = self._torch
+        with torch.inference_mode():
+            out = self._decoder(
+                input_ids=torch.tensor([shared], dtype=torch.long, device=self.device),
+                use_cache=True,
+            )
+            prefix_kv = _cache_tensors(out.past_key_values)
+        n_shared = len(shared)
+        scores = [0.0] * len(tails)
+        # The budget counts the prefix too: each row attends over prefix + tail.
+        for batch in self._batches([n_shared + len(t) for t in tails]):
+            rows = [tails[i] for i in batch]
+            cache = _make_cache(
+                self._cache_cls,
+                [
+                    (k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1))
+                    for k, v in prefix_kv
+                ],
+            )
+            logits = self._last_logits(rows, past=(n_shared, cache))
+            for i, (logit_no, logit_yes) in zip(batch, logits, strict=True):
+                scores[i] = p_yes(logit_no, logit_yes)
+            advance(len(batch))
+        return scores
+
+    @contextmanager
+    def _progress(self, total: int, show_progress: bool) -> Iterator[Callable[[int], None]]:
         if not show_progress:
-            yield from batches
+            yield lambda n: None
             return
         from tqdm.auto import tqdm
 
         with tqdm(total=total, desc="Reranking", unit="doc") as bar:
-            for batch in batches:
-                yield batch
-                bar.update(len(batch))
+            yield bar.update
 
-    def _last_logits(self, prompts: list[list[int]]) -> list[tuple[float, float]]:
-        """(logit_no, logit_yes) at the last position of each prompt (left-padded batch)."""
+    def _last_logits(
+        self, prompts: list[list[int]], past: tuple[int, Any] | None = None
+    ) -> list[tuple[float, float]]:
+        """(logit_no, logit_yes) at the last position of each prompt (left-padded batch).
+
+        With ``past=(n, cache)``, the prompts continue a cached prefix of ``n`` tokens.
+        """
         torch = self._torch
         width = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), self._pad_id, dtype=torch.long)
@@ -211,12 +294,18 @@ class TransformersBackend(Backend):
             mask[row, width - len(p) :] = 1
         # Positions count real tokens only, so a padded prompt is computed as if alone.
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        kwargs: dict[str, Any] = {"use_cache": False}
+        if past is not None:
+            n_past, cache = past
+            positions = positions + n_past
+            mask = torch.cat([torch.ones((len(prompts), n_past), dtype=torch.long), mask], dim=1)
+            kwargs = {"use_cache": True, "past_key_values": cache}
         with torch.inference_mode():
             out = self._decoder(
                 input_ids=ids.to(self.device),
                 attention_mask=mask.to(self.device),
                 position_ids=positions.to(self.device),
-                use_cache=False,
+                **kwargs,
             )
             hidden = out.last_hidden_state[:, -1, :]
             logits = hidden @ self._head_weight.T
