@@ -17,5 +17,6 @@ echo "==> ruff"
 .venv/bin/ruff format --check .
 echo "==> mypy (strict on qwen3_rerank_core)"
 .venv/bin/mypy
+.venv/bin/mypy -p llama_index.postprocessor.qwen3_rerank -p langchain_qwen3_rerank
 echo "==> pytest"
 exec .venv/bin/python -m pytest "$@"
