@@ -133,7 +133,7 @@ class FakeVLLM:
                 for i, t in enumerate(texts)
             ]
             return self._list(data)
-        if path == "/score":
+        if path == "/v1/score":
             instruction = (body.get("chat_template_kwargs") or {}).get(
                 "instruction", DEFAULT_INSTRUCTION
             )
@@ -225,7 +225,7 @@ def test_server_format_request_shape(mode: str) -> None:
     backend = make_backend(fake, prompt_format="server")
     scores = run(backend, mode, [(QUERY, DOCS), ("second query", ["x", "y"])])
     assert scores == [expected(QUERY, DOCS), expected("second query", ["x", "y"])]
-    bodies = fake.bodies("/score")
+    bodies = fake.bodies("/v1/score")
     assert bodies == [
         {
             "model": "m",
@@ -272,7 +272,7 @@ def test_chunking_and_merge(mode: str, prompt_format: str) -> None:
     docs = [f"document number {i}" for i in range(10)]
     scores = run(backend, mode, [(QUERY, docs)])
     assert scores == [expected(QUERY, docs)]
-    path = "/classify" if prompt_format == "client" else "/score"
+    path = "/classify" if prompt_format == "client" else "/v1/score"
     key = "input" if prompt_format == "client" else "text_2"
     sizes = sorted(len(b[key]) for b in fake.bodies(path))
     assert sizes == [1, 3, 3, 3]
@@ -357,7 +357,7 @@ def test_long_documents_are_cut_like_locally(mode: str, prompt_format: str) -> N
         assert all(len(x) == 400 for x in inputs if isinstance(x, list))
     else:
         assert len(fake.paths("/detokenize")) == 2
-        sent = [d for b in fake.bodies("/score") for d in b["text_2"]]
+        sent = [d for b in fake.bodies("/v1/score") for d in b["text_2"]]
         assert len(sent) == 4 and {"short", "end"} <= set(sent)
         (cut,) = [d for d in sent if d.startswith("long long")]
         assert len(cut) < 400
@@ -373,7 +373,7 @@ def test_server_format_falls_back_to_token_ids_when_text_cannot_round_trip() -> 
         scores = backend.score_groups([(QUERY, docs)], INSTR)
         assert scores == [expected(QUERY, docs, max_length=max_length)]
         used_ids += len(fake.bodies("/classify"))
-        assert len(fake.bodies("/classify")) + len(fake.bodies("/score")) == 1
+        assert len(fake.bodies("/classify")) + len(fake.bodies("/v1/score")) == 1
     assert used_ids == 1  # one of the two cuts splits a 2-byte character
 
 
@@ -583,7 +583,7 @@ def test_invalid_score_answer_in_server_format() -> None:
     fake = FakeVLLM()
 
     def hook(request: httpx.Request, body: Any) -> httpx.Response | None:
-        if request.url.path == "/score":
+        if request.url.path == "/v1/score":
             return httpx.Response(200, content=b'{"data": [{"index": 0, "score": NaN}]}')
         return None
 

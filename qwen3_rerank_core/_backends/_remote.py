@@ -12,7 +12,7 @@ How a call is scored (details and the reasons in ``docs/remote_vllm.md``):
 3. ``prompt_format="client"``: every prompt goes to ``/classify`` already
    formatted (text, or token ids when cut), which the server scores as given,
    whatever ``--chat-template`` it runs. ``prompt_format="server"``: raw query
-   and documents go to ``/score`` with the instruction in
+   and documents go to ``/v1/score`` with the instruction in
    ``chat_template_kwargs``; a cut document is sent as the text of its kept
    tokens (``/detokenize``), checked to tokenize back to the same ids, or else
    sent formatted to ``/classify``.
@@ -391,7 +391,7 @@ class RemoteBackend(Backend):
 
         def score(query: str, chunk: list[_Item]) -> Call[Any]:
             return self._call(
-                "/score",
+                "/v1/score",
                 {
                     "text_1": query,
                     "text_2": [it.text for it in chunk],

