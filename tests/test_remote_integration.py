@@ -143,11 +143,12 @@ def test_max_length_above_the_servers_is_lowered(
 @pytest.mark.parametrize("prompt_format", ["client", "server"])
 async def test_64_concurrent_arerank(server: Any, local: Qwen3Reranker, prompt_format: str) -> None:
     queries = [f"question number {i}: which document mentions {i % 7}?" for i in range(64)]
-    docs = [f"document {j} mentions {j}" for j in range(7)] + [LONG_ASCII]
-    want = local.rerank_many([(q, docs) for q in queries])
+    short = [f"document {j} mentions {j}" for j in range(6)]
+    items = [(q, [*short, LONG_ASCII] if i % 16 == 0 else short) for i, q in enumerate(queries)]
+    want = local.rerank_many(items)
     async with remote(server, prompt_format, max_concurrency=4) as rr:
-        got = await asyncio.gather(*(rr.arerank(q, docs) for q in queries))
-    for g, w in zip(got, want, strict=True):
+        got = await asyncio.gather(*(rr.arerank(q, docs) for q, docs in items))
+    for g, w, (_, docs) in zip(got, want, items, strict=True):
         assert sorted(r.index for r in g) == list(range(len(docs)))
         assert [r.score for r in g] == sorted((r.score for r in g), reverse=True)
         by_index = {r.index: r.score for r in g}
