@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -65,6 +65,11 @@ class Qwen3Reranker:
 
     Args:
         config: a :class:`RerankConfig`, or a model id/folder as a string.
+        backend_options: objects for the backend's constructor that are not
+            settings: for ``remote``, ``transport=`` (e.g. ``httpx.MockTransport``),
+            ``http_client=`` / ``async_http_client=`` (your own ``httpx`` clients,
+            never closed by the reranker); for ``vllm``, ``llm=`` (an existing
+            ``vllm.LLM``) or extra ``vllm.LLM`` keyword arguments.
         **settings: any :class:`RerankConfig` field (``model``, ``backend``,
             ``instruction``, ``max_length``, ``device``, ``dtype``, ...); with
             ``config`` given, they override its values. Unknown names are
@@ -80,7 +85,14 @@ class Qwen3Reranker:
         0 0.001 Berlin is...
     """
 
-    def __init__(self, config: RerankConfig | str | None = None, /, **settings: Any) -> None:
+    def __init__(
+        self,
+        config: RerankConfig | str | None = None,
+        /,
+        *,
+        backend_options: Mapping[str, Any] | None = None,
+        **settings: Any,
+    ) -> None:
         if isinstance(config, str):
             settings = {"model": config, **settings}
             config = None
@@ -93,6 +105,7 @@ class Qwen3Reranker:
                 f"config must be a RerankConfig, a model name or None, "
                 f"got {type(config).__name__}: {config!r}"
             )
+        self._backend_options = dict(backend_options or {})
         self._backend: Backend | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -126,7 +139,7 @@ class Qwen3Reranker:
                     logger.info(
                         "loading %s on the %s backend", self._config.model, self._config.backend
                     )
-                    self._backend = create_backend(self._config)
+                    self._backend = create_backend(self._config, **self._backend_options)
                 backend = self._backend
         return backend
 

@@ -813,3 +813,32 @@ def test_user_supplied_clients_are_not_closed() -> None:
     backend.close()
     assert not client.is_closed
     client.close()
+
+
+# ----------------------------------------------------------------------------- through the facade
+
+
+def test_facade_forwards_backend_options() -> None:
+    """Qwen3Reranker(backend_options={"transport": ...}) reaches the remote backend."""
+    from qwen3_rerank_core import Qwen3Reranker
+
+    fake = FakeVLLM()
+    rr = Qwen3Reranker(
+        model="m",
+        backend="remote",
+        base_url=URL,
+        instruction=INSTR,
+        backend_options={"transport": httpx.MockTransport(fake)},
+    )
+    assert rr.score(QUERY, DOCS) == pytest.approx(expected(QUERY, DOCS), abs=1e-12)
+    ranked = asyncio.run(rr.arerank(QUERY, DOCS, top_n=2))
+    assert [r.index for r in ranked] == [r.index for r in rr.rerank(QUERY, DOCS)][:2]
+    assert fake.paths("/classify")
+
+
+def test_transformers_backend_rejects_backend_options() -> None:
+    from qwen3_rerank_core import Qwen3Reranker
+
+    rr = Qwen3Reranker(model="m", backend_options={"transport": object()})
+    with pytest.raises(TypeError, match="transport"):
+        rr.score(QUERY, DOCS)

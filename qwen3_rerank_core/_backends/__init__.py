@@ -7,7 +7,7 @@ instruction) and returns one p(yes) per document, in input order.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._base import Backend, Group
 
@@ -17,18 +17,27 @@ if TYPE_CHECKING:
 __all__ = ["Backend", "Group", "create_backend"]
 
 
-def create_backend(config: RerankConfig) -> Backend:
-    """Instantiate the backend named by ``config.backend`` (imports its extra lazily)."""
+def create_backend(config: RerankConfig, **options: Any) -> Backend:
+    """Instantiate the backend named by ``config.backend`` (imports its extra lazily).
+
+    ``options`` go to the backend's constructor: ``transport``/``http_client``/
+    ``async_http_client`` for ``remote``, ``llm`` or ``vllm.LLM`` keyword
+    arguments for ``vllm``. The transformers backend takes none.
+    """
     if config.backend == "transformers":
         from ._transformers import TransformersBackend
 
+        if options:
+            raise TypeError(
+                f"the transformers backend takes no backend_options, got {sorted(options)}"
+            )
         return TransformersBackend(config)
     if config.backend == "vllm":
         from ._vllm import VLLMBackend
 
-        return VLLMBackend(config)
+        return VLLMBackend(config, **options)
     if config.backend == "remote":
         from ._remote import RemoteBackend
 
-        return RemoteBackend(config)
+        return RemoteBackend(config, **options)
     raise ValueError(f"unknown backend {config.backend!r}")  # pragma: no cover - config validates
