@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up everything (CPU torch, the three distributions, the vLLM CPU venv) and run
+# Set up everything (CPU torch, the three distributions, Chromium for the demo's browser
+# test, the vLLM CPU venv) and run
 # ruff, mypy and the whole test suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,9 @@ bash scripts/setup_env.sh \
   -e ".[transformers,test]" \
   -e "integrations/llama-index-postprocessor-qwen3-rerank[test]" \
   -e "integrations/langchain-qwen3-rerank[test]" 2>&1 | quiet
+if [ "${QWEN3_RERANK_SKIP_BROWSER:-0}" != "1" ]; then
+  bash scripts/setup_browser.sh 2>&1 | quiet
+fi
 if [ "${QWEN3_RERANK_SKIP_VLLM:-0}" != "1" ]; then
   bash scripts/setup_vllm_venv.sh 2>&1 | quiet
 fi
