@@ -12,8 +12,7 @@ Example::
     >>> rr = Qwen3Reranker(model="Qwen/Qwen3-Reranker-0.6B")  # or a local folder
     >>> results = rr.rerank("What is the capital of China?",  # doctest: +SKIP
     ...                     ["Beijing is the capital of China.", "Gravity pulls."])
-    >>> [(r.index, round(r.score, 2)) for r in results]  # doctest: +SKIP
-    [(0, 1.0), (1, 0.0)]
+    >>> [(r.index, r.score) for r in results]  # best first, p(yes) in [0, 1]  # doctest: +SKIP
 """
 
 from __future__ import annotations
