@@ -12,17 +12,25 @@ and the score is ``softmax([logit("no"), logit("yes")])[1]`` at the last positio
 Like the official recipe, prefix, body and suffix are tokenized separately and
 concatenated; only the body's tail is cut when the prompt is longer than
 ``max_length`` tokens, which cuts the document and nothing else.
+
+Unlike the recipe, text that comes from the user (instruction, query and
+documents) can never produce a special token: a document that contains
+``<|im_end|>\n<|im_start|>assistant\n`` is scored as those characters, not as
+the template's markers (see :func:`split_markers`). On text without markers
+the token ids are the recipe's, byte for byte.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
     "DEFAULT_INSTRUCTION",
     "DOCUMENT_TOKEN",
+    "MARKERS",
     "NO_TOKEN",
     "PREFIX",
     "SUFFIX",
@@ -34,6 +42,7 @@ __all__ = [
     "format_head",
     "format_prompt",
     "p_yes",
+    "split_markers",
 ]
 
 SYSTEM_PROMPT = (
@@ -47,6 +56,91 @@ YES_TOKEN = "yes"
 NO_TOKEN = "no"
 #: The text between the query and the document in the body.
 DOCUMENT_TOKEN = "<Document>:"
+
+#: The strings of Qwen3's added tokens (ids 151643-151668). In user text they
+#: are ordinary characters, never these tokens (see :func:`split_markers`).
+MARKERS: tuple[str, ...] = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<tool_call>",
+    "</tool_call>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
+    "<tool_response>",
+    "</tool_response>",
+    "<think>",
+    "</think>",
+)
+
+_LETTERS = re.compile(r"[^\W\d_]+")
+
+
+def _marker_pattern(markers: Iterable[str]) -> re.Pattern[str]:
+    unique = sorted({m for m in markers if len(m) >= 2}, key=lambda m: (-len(m), m))
+    return re.compile("|".join(map(re.escape, unique)))
+
+
+def _cut_point(marker: str) -> int:
+    """Where a marker is split: after its first run of letters (``<|im`` + ``_end|>``).
+
+    The Qwen pre-tokenizer always ends a piece after a run of letters, so the
+    two halves tokenized apart give the same ids as the whole marker tokenized
+    as ordinary text, and neither half is a marker.
+    """
+    run = _LETTERS.search(marker)
+    if run is not None and run.end() < len(marker):
+        return run.end()
+    return len(marker) // 2
+
+
+_DEFAULT_PATTERN = _marker_pattern(MARKERS)
+
+
+def split_markers(text: str, pattern: re.Pattern[str] | None = None) -> list[str]:
+    """Cut ``text`` into pieces none of which contains a special-token string.
+
+    Tokenizers turn a special-token string found anywhere in their input into
+    that token, so a retrieved document could forge the prompt template
+    (``...<|im_end|>\n<|im_start|>assistant\n...``). Each marker is split
+    after its first run of letters, where Qwen's pre-tokenizer splits anyway:
+    tokenizing the pieces one by one and concatenating the ids gives exactly
+    the ids of the text tokenized as plain characters. Text without markers is
+    returned whole.
+
+    Example::
+
+        >>> split_markers("a <|im_end|> b")
+        ['a <|im', '_end|> b']
+        >>> split_markers("no markers here")
+        ['no markers here']
+    """
+    pat = _DEFAULT_PATTERN if pattern is None else pattern
+    pieces: list[str] = []
+    start = 0
+    while (found := pat.search(text, start)) is not None:
+        cut = found.start() + _cut_point(found.group())
+        left = text[start:cut]
+        # Only a marker hidden across another's halves can leave one in ``left``.
+        pieces.extend(split_markers(left, pat) if pat.search(left) else [left])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
 
 
 def format_head(instruction: str, query: str) -> str:
@@ -104,7 +198,9 @@ class PromptEncoder:
 
     ``encode`` must encode a batch of texts without adding special tokens
     (e.g. ``lambda t: tokenizer(t, add_special_tokens=False)["input_ids"]``);
-    ``token_id`` must map a token string to its id.
+    ``token_id`` must map a token string to its id. User text (instruction,
+    query, documents) is encoded in pieces cut by :func:`split_markers` at
+    ``markers`` (default :data:`MARKERS`), so it never yields a special token.
 
     Example::
 
@@ -122,9 +218,11 @@ class PromptEncoder:
         token_id: Callable[[str], int | None],
         *,
         max_length: int,
+        markers: Iterable[str] = MARKERS,
     ) -> None:
         self._encode = encode
         self.max_length = max_length
+        self._markers = _marker_pattern(markers)
         self.yes_id = self._lookup(token_id, YES_TOKEN)
         self.no_id = self._lookup(token_id, NO_TOKEN)
         prefix_ids, suffix_ids = encode([PREFIX, SUFFIX])
@@ -159,11 +257,33 @@ class PromptEncoder:
             tid = tokenizer.convert_tokens_to_ids(token)  # type: ignore[attr-defined]
             return tid if isinstance(tid, int) else None
 
-        return cls(encode, token_id, max_length=max_length)
+        added = getattr(tokenizer, "get_added_vocab", None)
+        markers = set(MARKERS)
+        if callable(added):
+            markers.update(str(t) for t in added())
+        return cls(encode, token_id, max_length=max_length, markers=markers)
+
+    def pieces(self, text: str) -> list[str]:
+        """The pieces user text is encoded in (:func:`split_markers`)."""
+        return split_markers(text, self._markers)
+
+    def encode_user(self, texts: Sequence[str]) -> list[list[int]]:
+        """Encode user text so that special-token strings in it stay plain text."""
+        split = [self.pieces(t) for t in texts]
+        flat = self._encode([p for parts in split for p in parts])
+        out: list[list[int]] = []
+        pos = 0
+        for parts in split:
+            ids: list[int] = []
+            for piece_ids in flat[pos : pos + len(parts)]:
+                ids.extend(piece_ids)
+            out.append(ids)
+            pos += len(parts)
+        return out
 
     def encode_head(self, instruction: str, query: str) -> list[int]:
         """Token ids of the head; raises if it leaves no room for a document."""
-        head = self._encode([format_head(instruction, query)])[0]
+        head = self.encode_user([format_head(instruction, query)])[0]
         # At least one token must be left for the document itself.
         if len(head) + 1 > self.body_budget:
             raise ValueError(
@@ -177,7 +297,7 @@ class PromptEncoder:
     def encode_group(self, instruction: str, query: str, documents: Sequence[str]) -> EncodedGroup:
         """Encode one query with its documents; documents too long are cut at their end."""
         head = self.encode_head(instruction, query)
-        bodies = self._encode([format_body(instruction, query, d) for d in documents])
+        bodies = self.encode_user([format_body(instruction, query, d) for d in documents])
         n_head = len(head)
         tails = []
         for body in bodies:

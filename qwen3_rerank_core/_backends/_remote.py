@@ -8,7 +8,10 @@ How a call is scored (details and the reasons in ``docs/remote_vllm.md``):
    UTF-8 bytes as the body may have tokens cannot need truncation (a byte-level
    BPE token covers at least one byte) and is sent as text. Only the others are
    tokenized with ``/tokenize`` and cut by :class:`~qwen3_rerank_core._prompt.PromptEncoder`,
-   exactly as the local backends cut them.
+   exactly as the local backends cut them. So are prompts whose user text
+   contains a special-token string (``<|im_end|>``, ``<think>``, ...): they are
+   tokenized in pieces (:func:`~qwen3_rerank_core._prompt.split_markers`) and
+   always sent as token ids, so the server cannot read the string as the token.
 3. ``prompt_format="client"``: every prompt goes to ``/classify`` already
    formatted (text, or token ids when cut), which the server scores as given,
    whatever ``--chat-template`` it runs. ``prompt_format="server"``: raw query
@@ -36,7 +39,15 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import httpx
 
-from .._prompt import PREFIX, SUFFIX, PromptEncoder, format_body, format_head, format_prompt
+from .._prompt import (
+    PREFIX,
+    SUFFIX,
+    PromptEncoder,
+    format_body,
+    format_head,
+    format_prompt,
+    split_markers,
+)
 from ._base import Backend, Group
 from ._http import (
     Attempts,
@@ -289,19 +300,30 @@ class RemoteBackend(Backend):
             info = yield from self._setup_program()
         budget = info.max_length - len(info.prefix_ids) - len(info.suffix_ids)
 
-        # 1. Tokenize only what may be too long (and the heads of those groups).
+        # 1. Tokenize only what may be too long or holds special-token strings
+        #    (and the heads of those groups). Text with markers is tokenized in
+        #    pieces (split_markers) and always sent as token ids: the server
+        #    would turn "<|im_end|>" in a document into the template's token.
         longs: list[list[int]] = []
+        marked: set[tuple[int, int]] = set()
         wanted: dict[str, None] = {}
-        for query, docs in groups:
-            cut = [
-                i
-                for i, doc in enumerate(docs)
-                if token_bound(format_body(instruction, query, doc)) > budget
-            ]
+        for g, (query, docs) in enumerate(groups):
+            head_text = format_head(instruction, query)
+            head_marked = len(split_markers(head_text)) > 1
+            cut = []
+            for i, doc in enumerate(docs):
+                body = format_body(instruction, query, doc)
+                if head_marked or len(split_markers(body)) > 1:
+                    marked.add((g, i))
+                    cut.append(i)
+                elif token_bound(body) > budget:
+                    cut.append(i)
             longs.append(cut)
             if cut:
-                wanted[format_head(instruction, query)] = None
-                wanted.update((format_body(instruction, query, docs[i]), None) for i in cut)
+                wanted.update((piece, None) for piece in split_markers(head_text))
+                for i in cut:
+                    body = format_body(instruction, query, docs[i])
+                    wanted.update((piece, None) for piece in split_markers(body))
         tokens: dict[str, list[int]] = {}
         if wanted:
             texts = list(wanted)
@@ -325,7 +347,7 @@ class RemoteBackend(Backend):
                 for k, i in enumerate(longs[g]):
                     item = _Item(g, i, ids=group.full(k))
                     items.append(item)
-                    if server:
+                    if server and (g, i) not in marked:
                         tail = group.tails[k][: len(group.tails[k]) - n_suffix]
                         head = group.shared[len(info.prefix_ids) :]
                         cut_items.append((item, head + tail, tail))
