@@ -5,6 +5,12 @@ model head, and the last position's hidden state is multiplied by the two rows
 ("no", "yes") of the output embedding. Prompts are sorted by length and packed
 into batches under a token budget, so padding stays small; the caller's order
 is restored at the end.
+
+Documents are tokenized and scored in chunks (:data:`CHUNK_DOCS` documents or
+:data:`CHUNK_CHARS` characters at a time), so memory does not grow with the
+number of documents beyond the caller's input and the returned scores: 10,000
+documents of 1,000 tokens are never 10 million token ids in memory at once.
+The length sort and batching work within a chunk.
 """
 
 from __future__ import annotations
@@ -21,11 +27,19 @@ from .._errors import MissingDependencyError, ModelLoadError
 from .._prompt import EncodedGroup, PromptEncoder, p_yes
 from ._base import Backend, Group
 
-__all__ = ["TransformersBackend", "plan_batches"]
+__all__ = ["CHUNK_CHARS", "CHUNK_DOCS", "TransformersBackend", "plan_batches"]
 
 logger = logging.getLogger("qwen3_rerank_core")
 
 _INSTALL_HINT = 'pip install "qwen3-rerank-core[transformers]"'
+
+#: Most documents tokenized and scored at a time.
+CHUNK_DOCS = 4096
+#: Most characters of documents tokenized at a time (about 1M tokens of prose).
+CHUNK_CHARS = 4_000_000
+
+#: Part of a call: ``(group index, indices of distinct documents in that group)``.
+_Piece = tuple[int, list[int]]
 
 
 def _import_torch_transformers() -> tuple[Any, Any]:
@@ -125,6 +139,8 @@ class TransformersBackend(Backend):
         # padding between the cached prefix and each document).
         self._reuse_prefix = config.reuse_prefix and attn in ("sdpa", "eager")
         self._lock = threading.Lock()
+        self._chunk_docs = CHUNK_DOCS
+        self._chunk_chars = CHUNK_CHARS
         logger.info(
             "loaded %s on %s (%s, attention=%s)", config.model, self.device, self.dtype, attn
         )
@@ -172,10 +188,68 @@ class TransformersBackend(Backend):
     def score_groups(
         self, groups: Sequence[Group], instruction: str, *, show_progress: bool = False
     ) -> list[list[float]]:
-        with self._lock:
-            encoded = [self.encoder.encode_group(instruction, q, docs) for q, docs in groups]
-            with self._progress(sum(len(g.tails) for g in encoded), show_progress) as advance:
-                return self._score_encoded(encoded, advance)
+        out: list[list[float]] = [[0.0] * len(docs) for _, docs in groups]
+        # Each distinct document of a group is scored once, so identical documents
+        # score equal even when they would fall into different chunks.
+        firsts: list[dict[str, int]] = []
+        for _, docs in groups:
+            first: dict[str, int] = {}
+            for i, doc in enumerate(docs):
+                first.setdefault(doc, i)
+            firsts.append(first)
+        with self._lock, self._progress(sum(map(len, out)), show_progress) as advance:
+            for chunk in self._chunks(groups, firsts):
+                encoded = [
+                    self.encoder.encode_group(
+                        instruction, groups[gi][0], [groups[gi][1][i] for i in idx]
+                    )
+                    for gi, idx in chunk
+                ]
+                scores = self._score_encoded(encoded, advance)
+                del encoded
+                for (gi, idx), values in zip(chunk, scores, strict=True):
+                    row = out[gi]
+                    for i, value in zip(idx, values, strict=True):
+                        row[i] = value
+            copies = 0
+            for (_, docs), first, row in zip(groups, firsts, out, strict=True):
+                if len(first) < len(docs):
+                    for i, doc in enumerate(docs):
+                        j = first[doc]
+                        if j != i:
+                            row[i] = row[j]
+                            copies += 1
+            advance(copies)
+        return out
+
+    def _chunks(
+        self, groups: Sequence[Group], firsts: list[dict[str, int]]
+    ) -> Iterator[list[_Piece]]:
+        """The distinct documents of every group, cut into chunks of bounded size.
+
+        A chunk holds at most ``CHUNK_DOCS`` documents and, unless one document
+        alone is longer, ``CHUNK_CHARS`` characters; a group may span chunks.
+        """
+        max_docs, max_chars = self._chunk_docs, self._chunk_chars
+        chunk: list[_Piece] = []
+        n_docs = n_chars = 0
+        for gi, first in enumerate(firsts):
+            docs = groups[gi][1]
+            idx: list[int] = []
+            for i in first.values():
+                size = len(docs[i])
+                if n_docs and (n_docs >= max_docs or n_chars + size > max_chars):
+                    if idx:
+                        chunk.append((gi, idx))
+                    yield chunk
+                    chunk, idx, n_docs, n_chars = [], [], 0, 0
+                idx.append(i)
+                n_docs += 1
+                n_chars += size
+            if idx:
+                chunk.append((gi, idx))
+        if chunk:
+            yield chunk
 
     def _score_encoded(
         self, groups: list[EncodedGroup], advance: Callable[[int], None]
