@@ -34,13 +34,17 @@ def _check_positive_float(name: str, value: object) -> None:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
 
-def _check_optional_str(name: str, value: object, *, allow_blank: bool = False) -> None:
+def _check_optional_str(
+    name: str, value: object, *, allow_blank: bool = False, secret: bool = False
+) -> None:
     if value is None:
         return
+    shown = "" if secret else f": {value!r}"  # a secret is never echoed, even a bad one
     if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str or None, got {type(value).__name__}: {value!r}")
+        raise TypeError(f"{name} must be a str or None, got {type(value).__name__}{shown}")
     if not allow_blank and not value.strip():
-        raise ValueError(f"{name} must not be empty or whitespace, got {value!r}")
+        got = "" if secret else f", got {value!r}"
+        raise ValueError(f"{name} must not be empty or whitespace{got}")
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,7 @@ class RerankConfig:
                 raise TypeError(f"{flag} must be a bool, got {getattr(self, flag)!r}")
         _check_optional_str("attn_implementation", self.attn_implementation)
         self._check_base_url()
-        _check_optional_str("api_key", self.api_key)
+        _check_optional_str("api_key", self.api_key, secret=True)
         _check_positive_float("timeout", self.timeout)
         _check_int("max_retries", self.max_retries, 0)
         _check_int("max_docs_per_request", self.max_docs_per_request, 1)

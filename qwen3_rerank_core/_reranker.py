@@ -99,9 +99,11 @@ class Qwen3Reranker:
         elif isinstance(config, RerankConfig):
             self._config = config.replace(**settings) if settings else config
         else:
+            # The value is not shown: settings (a dict, ...) may hold the api_key.
+            hint = "; pass settings as keywords: Qwen3Reranker(**settings)"
             raise TypeError(
                 f"config must be a RerankConfig, a model name or None, "
-                f"got {type(config).__name__}: {config!r}"
+                f"got {type(config).__name__}{hint if isinstance(config, Mapping) else ''}"
             )
         self._backend_options = dict(backend_options or {})
         self._backend: Backend | None = None

@@ -214,7 +214,8 @@ def reply_outcome(
         try:
             return Done(call.parse(data))
         except InvalidResponseError as exc:
-            return Fail(InvalidResponseError(f"{where}: {exc}"))
+            # The message quotes the answer, which may echo the request's credentials.
+            return Fail(InvalidResponseError(_redact(f"{where}: {exc}", secrets)))
     message = _redact(_server_message(content), secrets)
     error = RemoteStatusError(status, message, url=where)
     if status in RETRY_STATUSES:
@@ -238,13 +239,17 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return value
 
 
-def transport_outcome(url: str, *, timeout: bool, connect: bool, detail: str) -> Retry:
+def transport_outcome(
+    url: str, *, timeout: bool, connect: bool, detail: str, secrets: Sequence[str] = ()
+) -> Retry:
     """The outcome of a request that got no answer (always retryable).
 
     ``connect`` is true when the request never reached the server, which makes
-    it safe to send it to another replica at once.
+    it safe to send it to another replica at once. ``secrets`` are blanked out
+    of ``detail`` (the transport's error text).
     """
     where = redact_url(url)
+    detail = _redact(detail, secrets)
     error: RemoteError
     if timeout:
         error = RemoteTimeoutError(f"no answer from {where} in time ({detail})")

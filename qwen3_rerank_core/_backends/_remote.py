@@ -156,7 +156,18 @@ def _transport_failure(exc: httpx.RequestError, url: str) -> Retry:
         timeout=isinstance(exc, httpx.TimeoutException),
         connect=isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)),
         detail=detail,
+        secrets=_credentials(exc),
     )
+
+
+def _credentials(exc: httpx.RequestError) -> tuple[str, ...]:
+    """The credentials the failed request carried (a transport's error text may quote them)."""
+    try:
+        auth = exc.request.headers.get("authorization", "")
+    except RuntimeError:  # no request attached
+        return ()
+    token = auth.partition(" ")[2].strip()
+    return tuple(s for s in (auth, token) if s)
 
 
 class RemoteBackend(Backend):
