@@ -6,7 +6,8 @@ elsewhere). Without it the tests skip locally, but fail when ``CI`` is set:
 CI must run them.
 
 :class:`VLLMServer` starts ``python -m vllm.entrypoints.openai.api_server`` on
-127.0.0.1 and a free port, in its own process group, and stops the whole group.
+127.0.0.1 and a free port, in its own process group, and stops the whole group;
+``start()`` after ``stop()`` starts it again on the same port.
 
 Import from tests as ``import vllm_server`` (``conftest.py`` puts this folder
 on ``sys.path``).
@@ -142,7 +143,8 @@ class VLLMServer:
         self._log: IO[bytes] | None = None
 
     def start(self, timeout: float = START_TIMEOUT) -> VLLMServer:
-        self._log = self.log_path.open("wb")
+        # Append: after stop() and start() again the log holds both runs.
+        self._log = self.log_path.open("ab")
         logger.info("starting vLLM: %s", " ".join(self.command))
         self.process = subprocess.Popen(
             self.command,
