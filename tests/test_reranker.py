@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -226,6 +227,56 @@ def test_threads_equal_serial(rr: Qwen3Reranker) -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         parallel = list(pool.map(lambda q: rr.score(q, DOCS), queries))
     assert parallel == serial
+
+
+def test_threads_share_one_lazy_reranker(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """8 threads released at once on one reranker that is not loaded yet: the model
+    is loaded once, and every thread's results (score, rerank, score_many) equal the
+    serial ones exactly."""
+    import qwen3_rerank_core._reranker as reranker_module
+
+    created = []
+    real_create = reranker_module.create_backend
+
+    def counting_create(*args: object, **kwargs: object) -> object:
+        created.append(threading.get_ident())
+        return real_create(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(reranker_module, "create_backend", counting_create)
+    rr = Qwen3Reranker(model=str(tiny_model_dir), max_batch_size=3)
+    queries = [QUERY, "capital?", "北京", "gravity", "Peking", "something else", "a", "b"]
+    start = threading.Barrier(len(queries))
+    workers: set[int] = set()
+
+    def work(k: int) -> tuple[list[float], list[int], list[list[float]]]:
+        start.wait(timeout=60)
+        workers.add(threading.get_ident())
+        docs = DOCS[k % len(DOCS) :] + DOCS[: k % len(DOCS)]  # each thread its own order
+        return (
+            rr.score(queries[k], docs),
+            [r.index for r in rr.rerank(queries[k], docs, top_n=4)],
+            rr.score_many([(queries[k], docs), (QUERY, DOCS[:3])]),
+        )
+
+    with ThreadPoolExecutor(max_workers=len(queries)) as pool:
+        parallel = list(pool.map(work, range(len(queries))))
+    assert len(workers) == len(queries)  # really 8 threads, all in flight together
+    assert len(created) == 1  # one backend, loaded once, shared by all
+    serial = []
+    for k in range(len(queries)):
+        docs = DOCS[k % len(DOCS) :] + DOCS[: k % len(DOCS)]
+        serial.append(
+            (
+                rr.score(queries[k], docs),
+                [r.index for r in rr.rerank(queries[k], docs, top_n=4)],
+                rr.score_many([(queries[k], docs), (QUERY, DOCS[:3])]),
+            )
+        )
+    assert parallel == serial
+    assert len(created) == 1
+    rr.close()
 
 
 def test_progress_bar(tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
