@@ -268,7 +268,7 @@ class RetryPolicy:
     max_retries: int
     base: float = 0.5
     cap: float = 30.0
-    #: The longest ``Retry-After`` honoured; a longer one is cut to this.
+    #: The longest ``Retry-After`` honoured; a longer one fails the call at once.
     max_retry_after: float = 60.0
     rng: Callable[[], float] = field(default=random.random, compare=False)
 
@@ -324,9 +324,12 @@ class ReplicaPool:
 class Attempts:
     """Retry state of one call: next replica, and what to do after each outcome.
 
-    A connect failure moves on to a replica not yet tried in this round without
-    spending a retry; once every replica failed, or on any other retryable
-    failure, a retry is spent and the next round starts after a backoff.
+    A connect failure, or a ``Retry-After`` longer than the policy's
+    ``max_retry_after``, moves on to a replica not yet tried in this round
+    without spending a retry; once every replica failed that way the call fails
+    (a too long ``Retry-After``) or a retry is spent. Any other retryable
+    failure spends a retry, and the next round starts after a backoff, on
+    another replica than the one that just failed when there is one.
     """
 
     def __init__(self, policy: RetryPolicy, pool: ReplicaPool) -> None:
@@ -335,10 +338,16 @@ class Attempts:
         self.retries = 0
         self.attempts = 0
         self._tried: set[int] = set()
+        #: The replica that just failed with a retryable error, avoided next if possible.
+        self._avoid: int | None = None
         self.replica = -1
 
     def next_url(self) -> str:
-        self.replica = self.pool.pick(self._tried)
+        exclude = set(self._tried)
+        if self._avoid is not None and len(exclude | {self._avoid}) < len(self.pool.urls):
+            exclude.add(self._avoid)
+        self._avoid = None
+        self.replica = self.pool.pick(exclude)
         self._tried.add(self.replica)
         self.attempts += 1
         return self.pool.urls[self.replica]
@@ -352,12 +361,31 @@ class Attempts:
             self.pool.mark_down(self.replica)
             if len(self._tried) < len(self.pool.urls):
                 return Retry(outcome.error, delay=0.0, failover=True)
+        if outcome.retry_after is not None and outcome.retry_after > self.policy.max_retry_after:
+            # This replica will not take the request within what we are willing
+            # to wait (asking again sooner only adds load): try another replica
+            # now, or give up at once.
+            self.pool.mark_down(self.replica)
+            if len(self._tried) < len(self.pool.urls):
+                return Retry(outcome.error, delay=0.0, failover=True)
+            return Fail(_too_long(outcome.error, outcome.retry_after, self.policy))
         if self.retries >= self.policy.max_retries:
             return Fail(outcome.error)
         delay = self.policy.delay(self.retries, outcome.retry_after)
         self.retries += 1
         self._tried.clear()
+        self._avoid = self.replica
         return Retry(outcome.error, delay=delay, retry_after=outcome.retry_after)
+
+
+def _too_long(error: RemoteError, retry_after: float, policy: RetryPolicy) -> RemoteError:
+    note = (
+        f" (the server asks to retry after {retry_after:.0f} s, longer than the "
+        f"{policy.max_retry_after:.0f} s this client waits; not retried)"
+    )
+    if isinstance(error, RemoteStatusError):
+        return RemoteStatusError(error.status_code, error.message + note, url=error.url)
+    return type(error)(f"{error}{note}")  # pragma: no cover - only statuses carry Retry-After
 
 
 # --------------------------------------------------------------------------- parsing

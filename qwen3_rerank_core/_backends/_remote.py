@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 import unicodedata
 import weakref
 from collections.abc import Callable, Sequence
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import httpx
 
+from .._errors import RemoteError
 from .._prompt import (
     PREFIX,
     SUFFIX,
@@ -168,6 +170,14 @@ def _credentials(exc: httpx.RequestError) -> tuple[str, ...]:
         return ()
     token = auth.partition(" ")[2].strip()
     return tuple(s for s in (auth, token) if s)
+
+
+def _too_slow(url: str, timeout: float) -> Retry:
+    # httpx's timeouts bound each network operation, not the whole request: a
+    # server that trickles its answer would never trip them.
+    return transport_outcome(
+        url, timeout=True, connect=False, detail=f"no complete answer within timeout={timeout:g} s"
+    )
 
 
 class RemoteBackend(Backend):
@@ -477,37 +487,63 @@ class RemoteBackend(Backend):
         if len(calls) == 1:
             return [self._send_sync(client, calls[0], abort, progress)]
         workers = min(self.config.max_concurrency, len(calls))
-        with ThreadPoolExecutor(workers, thread_name_prefix="qwen3-rerank") as pool:
-            futures = [
-                pool.submit(self._send_sync, client, call, abort, progress) for call in calls
-            ]
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            failed = [f for f in futures if f in done and f.exception() is not None]
-            if failed:
+        first: list[BaseException] = []  # the failure that stopped the call
+        lock = threading.Lock()
+
+        def one(call: Call[Any]) -> Any:
+            try:
+                return self._send_sync(client, call, abort, progress)
+            except BaseException as exc:
+                with lock:
+                    if not first:
+                        first.append(exc)
                 abort.set()
-                for f in futures:
-                    f.cancel()
-                raise failed[0].exception()  # type: ignore[misc]
+                raise
+
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="qwen3-rerank")
+        try:
+            futures = [pool.submit(one, call) for call in calls]
+            wait(futures, return_when=FIRST_EXCEPTION)
+            if first:
+                raise first[0]
             return [f.result() for f in futures]
+        finally:
+            # On failure, do not wait for the requests still in flight: queued ones
+            # are cancelled, running ones stop after their current attempt (abort)
+            # and their results are dropped.
+            abort.set()
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _send_sync(
         self, client: httpx.Client, call: Call[Any], abort: threading.Event, progress: _Progress
     ) -> Any:
         attempts = Attempts(self._policy, self._pool)
         while True:
+            if abort.is_set():
+                raise RemoteError(f"{call.what or call.path}: cancelled, the call failed")
             url = attempts.next_url() + call.path
-            try:
-                response = client.request(call.method, url, json=call.payload)
-            except httpx.RequestError as exc:
-                outcome: Outcome = _transport_failure(exc, url)
-            else:
-                outcome = self._reply(call, response, url)
+            outcome = self._attempt_sync(client, call, url)
             step = self._after(call, url, attempts, outcome)
             if isinstance(step, Done):
                 progress.update(call.count)
                 return step.value
             if abort.wait(step.delay) or abort.is_set():
                 raise step.error  # another request of this call already failed
+
+    def _attempt_sync(self, client: httpx.Client, call: Call[Any], url: str) -> Outcome:
+        """One HTTP request; its answer must be complete within ``timeout``."""
+        timeout = self.config.timeout
+        deadline = time.monotonic() + timeout
+        content = bytearray()
+        try:
+            with client.stream(call.method, url, json=call.payload) as response:
+                for chunk in response.iter_bytes():
+                    content += chunk
+                    if time.monotonic() > deadline:
+                        return _too_slow(url, timeout)
+        except httpx.RequestError as exc:
+            return _transport_failure(exc, url)
+        return self._reply(call, response, bytes(content), url)
 
     # ------------------------------------------------------------------ async driver
 
@@ -546,17 +582,24 @@ class RemoteBackend(Backend):
         if len(calls) == 1:
             return [await self._send_async(client, calls[0], progress)]
         limit = asyncio.Semaphore(self.config.max_concurrency)
+        first: list[BaseException] = []  # the failure that stopped the call
 
         async def one(call: Call[Any]) -> Any:
             async with limit:
-                return await self._send_async(client, call, progress)
+                if first:  # a request waiting for its turn when the call failed
+                    raise RemoteError(f"{call.what or call.path}: cancelled, the call failed")
+                try:
+                    return await self._send_async(client, call, progress)
+                except Exception as exc:
+                    if not first:
+                        first.append(exc)
+                    raise
 
         tasks = [asyncio.ensure_future(one(call)) for call in calls]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for task in tasks:
-                if task.done() and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+            if first:
+                raise first[0]
             return [task.result() for task in tasks]
         finally:
             pending = [task for task in tasks if not task.done()]
@@ -564,6 +607,9 @@ class RemoteBackend(Backend):
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
+            for task in tasks:  # only the first failure is raised; mark the others seen
+                if not task.cancelled():
+                    task.exception()
 
     async def _send_async(
         self, client: httpx.AsyncClient, call: Call[Any], progress: _Progress
@@ -571,17 +617,25 @@ class RemoteBackend(Backend):
         attempts = Attempts(self._policy, self._pool)
         while True:
             url = attempts.next_url() + call.path
-            try:
-                response = await client.request(call.method, url, json=call.payload)
-            except httpx.RequestError as exc:
-                outcome: Outcome = _transport_failure(exc, url)
-            else:
-                outcome = self._reply(call, response, url)
+            outcome = await self._attempt_async(client, call, url)
             step = self._after(call, url, attempts, outcome)
             if isinstance(step, Done):
                 progress.update(call.count)
                 return step.value
             await asyncio.sleep(step.delay)
+
+    async def _attempt_async(self, client: httpx.AsyncClient, call: Call[Any], url: str) -> Outcome:
+        """One HTTP request; its answer must be complete within ``timeout``."""
+        timeout = self.config.timeout
+        try:
+            response = await asyncio.wait_for(
+                client.request(call.method, url, json=call.payload), timeout
+            )
+        except asyncio.TimeoutError:
+            return _too_slow(url, timeout)
+        except httpx.RequestError as exc:
+            return _transport_failure(exc, url)
+        return self._reply(call, response, response.content, url)
 
     # ------------------------------------------------------------------ shared by both
 
@@ -594,14 +648,11 @@ class RemoteBackend(Backend):
     def _limits(self) -> httpx.Limits:
         return httpx.Limits(max_connections=max(100, self.config.max_concurrency))
 
-    def _reply(self, call: Call[Any], response: httpx.Response, url: str) -> Outcome:
+    def _reply(
+        self, call: Call[Any], response: httpx.Response, content: bytes, url: str
+    ) -> Outcome:
         return reply_outcome(
-            call,
-            response.status_code,
-            response.headers,
-            response.content,
-            url,
-            secrets=self._secrets,
+            call, response.status_code, response.headers, content, url, secrets=self._secrets
         )
 
     def _after(
