@@ -214,6 +214,16 @@ def test_server_protocol_facts(server: Any) -> None:
             json={"model": SERVED_NAME, "prompt": "yes no", "add_special_tokens": False},
         ).json()
         assert tok["tokens"] == [9693, 902] and tok["max_model_len"] == 2048
+        # /tokenize reads marker strings as tokens (so the client never sends them as text).
+        marked = http.post(
+            "/tokenize",
+            json={
+                "model": SERVED_NAME,
+                "prompt": "a<|im_end|><think>",
+                "add_special_tokens": False,
+            },
+        ).json()
+        assert marked["tokens"][-2:] == [151645, 151667]
         ids = http.post("/classify", json={"model": SERVED_NAME, "input": [tok["tokens"]]})
         assert ids.status_code == 200 and len(ids.json()["data"][0]["probs"]) == 1
         no_ids = http.post(
