@@ -115,6 +115,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "than --noisy-threshold of the CPU during its timed runs; the quietest run is kept",
     )
     p.add_argument("--noisy-threshold", type=float, default=0.05, help="see --retry-noisy")
+    p.add_argument(
+        "--work-dir",
+        default=None,
+        help="keep worker specs, results and logs here; a rerun with the same options "
+        "reuses the results found there (resumes an interrupted run)",
+    )
     p.add_argument("--in-process", action="store_true", help="no worker processes (tests)")
     p.add_argument("--json", dest="json_out", default=None, help="write all results here")
     p.add_argument("--markdown", action="store_true", help="print a markdown table")
@@ -208,10 +214,21 @@ def _worker_cmd(python: str, spec_file: Path, out_file: Path) -> list[str]:
     return [python, str(Path(__file__).resolve()), "--worker", str(spec_file), str(out_file)]
 
 
-def _run_subprocess(python: str, spec: dict[str, Any], tmp: Path, tag: str) -> dict[str, Any]:
+def _run_subprocess(
+    python: str, spec: dict[str, Any], tmp: Path, tag: str, *, reuse: bool = False
+) -> dict[str, Any]:
     spec_file, out_file, log_file = (
         tmp / f"{tag}.{ext}" for ext in ("spec.json", "out.json", "log")
     )
+    if reuse and spec_file.is_file() and out_file.is_file():
+        try:
+            same = json.loads(spec_file.read_text(encoding="utf-8")) == json.loads(json.dumps(spec))
+            previous = dict(json.loads(out_file.read_text(encoding="utf-8")))
+        except ValueError:
+            same = False
+        if same and "error" not in previous:
+            logger.info("reusing the results of %s from %s", tag, tmp)
+            return previous
     spec_file.write_text(json.dumps(spec), encoding="utf-8")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
@@ -307,7 +324,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     results: dict[str, dict[str, Any]] = {}  # contender -> workload -> result
     skipped: dict[str, str] = {}
-    tmp = Path(tempfile.mkdtemp(prefix="bench-rerank-"))  # worker specs, results and logs
+    # Worker specs, results and logs; a --work-dir is kept, and results in it whose spec
+    # matches are reused (resuming an interrupted run).
+    if args.work_dir:
+        tmp = Path(args.work_dir).expanduser()
+        tmp.mkdir(parents=True, exist_ok=True)
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix="bench-rerank-"))
     try:
         for name in args.contender_list:
             reason = _skip_reason(name, args)
@@ -344,11 +367,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     else:
                         python = args.vllm_python if name in VLLM_CONTENDERS else sys.executable
                         tag = f"{name}-{'-'.join(wl.name for wl in group)}-{attempt}"
-                        out = _run_subprocess(python, spec, tmp, tag)
+                        out = _run_subprocess(python, spec, tmp, tag, reuse=bool(args.work_dir))
                     noisy = []
                     for wl in group:
                         res = out.get("workloads", {}).get(wl.name)
-                        if res is None:
+                        if res is None and "skipped" in out:
+                            res = {"skipped": out["skipped"]}
+                        elif res is None:
                             res = {"error": out.get("error", "no result")}
                         res["attempt"] = attempt + 1
                         old = results[name].get(wl.name)
@@ -364,7 +389,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     finally:
         failed = any("error" in res for per in results.values() for res in per.values())
-        if failed:
+        if failed or args.work_dir:
             logger.warning("worker logs kept in %s", tmp)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -388,6 +413,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 row["status"] = f"skipped: {skipped[name]}"
                 continue
             res = results[name][wl.name]
+            if "skipped" in res:
+                row["status"] = f"skipped: {res['skipped']}"
+                continue
             if "error" in res:
                 row["status"] = f"failed: {res['error']}"
                 continue

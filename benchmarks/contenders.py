@@ -245,6 +245,11 @@ class OursTunedContender(OursContender):
 class OursVllmContender(OursContender):
     name = "ours-vllm"
 
+    def load(self) -> None:
+        super().load()
+        _vllm_env(self.spec)
+        _check_vllm_device(self.device)
+
     def before_run(self) -> None:
         # Like the vllm contender: no prefix-cache hits carried over from the previous run.
         for rr in self.readers.values():
@@ -257,14 +262,13 @@ class OursVllmContender(OursContender):
         from qwen3_rerank_core import Qwen3Reranker
 
         if not self.readers:
-            _vllm_env(self.spec)
-            _check_vllm_device(self.device)
             self.readers = {
                 0: Qwen3Reranker(
                     model=self.model_dir,
                     backend="vllm",
                     dtype=self.dtype,
                     max_length=self.spec["max_length"],
+                    backend_options={"enable_prefix_caching": False},
                 ).load()
             }
         return self.readers[0]
@@ -327,11 +331,15 @@ def _vllm_env(spec: dict[str, Any]) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+class Skipped(Exception):
+    """The contender cannot run here (reported as a skipped row, not a failure)."""
+
+
 def _check_vllm_device(device: str) -> None:
     from vllm.platforms import current_platform
 
     if device.startswith("cuda") != bool(current_platform.is_cuda()):
-        raise RuntimeError(
+        raise Skipped(
             f"--device {device} but this vLLM build runs on {current_platform.device_name!r}"
         )
 
@@ -354,6 +362,9 @@ class VllmContender(Contender):
             max_model_len=int(self.spec["max_length"]) + 64,
             hf_overrides=VLLM_HF_OVERRIDES,
             seed=0,
+            # Cold throughput: no prefix cache at all (the timed runs repeat the same
+            # prompts, and a reset between runs did not keep the rows honest).
+            enable_prefix_caching=False,
         )
         self.tokenizer = tokenizer
 
@@ -365,9 +376,9 @@ class VllmContender(Contender):
             model=object(),  # tokenization only
             tokenizer=self.tokenizer,
         )
-        self.note = f"token prompts; {os.environ.get('VLLM_CPU_OMP_THREADS_BIND', '')} bound"
+        self.note = f"token prompts, no prefix cache; {os.environ.get('VLLM_CPU_OMP_THREADS_BIND', '')} bound"
         if self.device.startswith("cuda"):
-            self.note = "token prompts"
+            self.note = "token prompts, no prefix cache"
 
     def before_run(self) -> None:
         # vLLM's automatic prefix cache would otherwise hold every prompt of the previous
@@ -508,6 +519,11 @@ def run_worker(
     t0 = time.perf_counter()
     try:
         contender.load()
+    except Skipped as exc:
+        out["skipped"] = str(exc)
+        if emit is not None:
+            emit(out)
+        return out
     except Exception as exc:
         logger.exception("%s failed to load", name)
         out["error"] = f"{type(exc).__name__}: {exc}"
