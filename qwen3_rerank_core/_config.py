@@ -153,8 +153,20 @@ class RerankConfig:
         if not isinstance(urls, tuple) or not urls:
             raise TypeError(f"base_url must be a URL or a non-empty list of URLs, got {url!r}")
         for u in urls:
-            parsed = urlparse(u) if isinstance(u, str) else None
-            if parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc:
+            if not isinstance(u, str):
+                raise TypeError(f"base_url must be a str or a list of str, got {u!r}")
+            parsed = urlparse(u)
+            try:
+                # .port raises ValueError on a non-numeric or out-of-range port
+                port_ok = parsed.port is None or parsed.port > 0
+            except ValueError:
+                port_ok = False
+            if (
+                parsed.scheme not in ("http", "https")
+                or not parsed.hostname
+                or not port_ok
+                or any(c.isspace() or not c.isprintable() for c in u)
+            ):
                 raise ValueError(
                     f"base_url must be an http(s) URL like 'http://host:8000', got {u!r}"
                 )

@@ -35,7 +35,8 @@ class RerankResult:
     score: float
     """p(yes) in [0, 1]."""
     document: str
-    """The caller's document string (the same object, never a truncated copy)."""
+    """The caller's document string (the same object, never a truncated copy), as it was
+    when the call started."""
 
 
 def rank(
@@ -282,7 +283,9 @@ class Qwen3Reranker:
         top_n, min_score = check_top_n(top_n), check_min_score(min_score)
         groups, instr = self._prepare([(query, documents)], instruction)
         scores = self._run(groups, instr)[0]
-        return rank(scores, documents, top_n=top_n, min_score=min_score)
+        # Rank the validated snapshot, not ``documents``: the caller's list may change
+        # while the model runs (another thread or task), which must not misalign results.
+        return rank(scores, groups[0][1], top_n=top_n, min_score=min_score)
 
     async def arerank(
         self,
@@ -297,7 +300,7 @@ class Qwen3Reranker:
         top_n, min_score = check_top_n(top_n), check_min_score(min_score)
         groups, instr = self._prepare([(query, documents)], instruction)
         scores = (await self._arun(groups, instr))[0]
-        return rank(scores, documents, top_n=top_n, min_score=min_score)
+        return rank(scores, groups[0][1], top_n=top_n, min_score=min_score)
 
     def score_many(
         self,
@@ -329,10 +332,9 @@ class Qwen3Reranker:
     ) -> list[list[RerankResult]]:
         """:meth:`rerank` for several ``(query, documents)`` pairs, batched across queries."""
         top_n, min_score = check_top_n(top_n), check_min_score(min_score)
-        checked = self._check_items(items)
-        groups, instr = self._prepare(checked, instruction)
+        groups, instr = self._prepare(self._check_items(items), instruction)
         all_scores = self._run(groups, instr)
         return [
-            rank(scores, docs, top_n=top_n, min_score=min_score)  # type: ignore[arg-type]
-            for scores, (_, docs) in zip(all_scores, checked, strict=True)
+            rank(scores, docs, top_n=top_n, min_score=min_score)
+            for scores, (_, docs) in zip(all_scores, groups, strict=True)
         ]
