@@ -7,7 +7,13 @@ from contextlib import contextmanager
 from copy import deepcopy
 from typing import Any, Literal
 
-from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, SecretStr
+from llama_index.core.bridge.pydantic import (
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+)
 from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
@@ -76,6 +82,11 @@ class QwenRerank(BaseNodePostprocessor):
     _reranker: Qwen3Reranker = PrivateAttr()
 
     def __init__(self, *, reranker: Qwen3Reranker | None = None, **data: Any) -> None:
+        if reranker is not None and not isinstance(reranker, Qwen3Reranker):
+            raise TypeError(
+                f"reranker must be a Qwen3Reranker or None, got {type(reranker).__name__}: "
+                f"{_preview(reranker)}"
+            )
         if reranker is not None:
             given = sorted(set(data) & {*_ENGINE_FIELDS, "reranker_kwargs"})
             if given:
@@ -83,6 +94,13 @@ class QwenRerank(BaseNodePostprocessor):
             data.update({name: getattr(reranker.config, name) for name in _ENGINE_FIELDS})
         super().__init__(**data)
         self._reranker = reranker if reranker is not None else self._build()
+
+    @field_validator("instruction")
+    @classmethod
+    def _check_instruction(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError(f"instruction must not be empty or whitespace, got {value!r}")
+        return value
 
     def _build(self) -> Qwen3Reranker:
         clash = sorted(set(self.reranker_kwargs) & {*_ENGINE_FIELDS, "instruction"})
@@ -107,6 +125,7 @@ class QwenRerank(BaseNodePostprocessor):
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
         bundle = _checked(query_bundle)
+        nodes = _checked_nodes(nodes)
         if not nodes:
             return []
         with self._observe(nodes, bundle) as out:
@@ -118,6 +137,7 @@ class QwenRerank(BaseNodePostprocessor):
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
         bundle = _checked(query_bundle)
+        nodes = _checked_nodes(nodes)
         if not nodes:
             return []
         with self._observe(nodes, bundle) as out:
@@ -165,10 +185,51 @@ class QwenRerank(BaseNodePostprocessor):
         return out
 
 
+def _preview(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _checked(query_bundle: QueryBundle | None) -> QueryBundle:
-    if query_bundle is None or not query_bundle.query_str.strip():
+    if query_bundle is None:
         raise ValueError("QwenRerank needs a non-empty query (query_bundle or query_str)")
+    if not isinstance(query_bundle, QueryBundle):
+        raise TypeError(
+            f"query_bundle must be a QueryBundle, got {type(query_bundle).__name__}: "
+            f"{_preview(query_bundle)}"
+        )
+    query = query_bundle.query_str
+    if not isinstance(query, str):
+        raise TypeError(
+            f"QwenRerank needs a str query, got {type(query).__name__}: {_preview(query)}"
+        )
+    if not query.strip():
+        raise ValueError(
+            f"QwenRerank needs a non-empty query (query_bundle or query_str), got {query!r}"
+        )
+    try:
+        query.encode("utf-8")
+    except UnicodeEncodeError as exc:  # the core's check, also when there is nothing to rank
+        raise ValueError(
+            f"query is not valid Unicode text (lone surrogate at position {exc.start}): "
+            f"{_preview(query)}"
+        ) from None
     return query_bundle
+
+
+def _checked_nodes(nodes: object) -> list[NodeWithScore]:
+    """A new list of the caller's nodes; anything but a sequence of NodeWithScore is refused."""
+    if isinstance(nodes, (str, bytes, bytearray)) or not isinstance(nodes, Sequence):
+        raise TypeError(
+            f"nodes must be a list of NodeWithScore, got {type(nodes).__name__}: {_preview(nodes)}"
+        )
+    checked = list(nodes)
+    for i, node in enumerate(checked):
+        if not isinstance(node, NodeWithScore):
+            raise TypeError(
+                f"nodes[{i}] must be a NodeWithScore, got {type(node).__name__}: {_preview(node)}"
+            )
+    return checked
 
 
 def _texts(nodes: list[NodeWithScore]) -> list[str]:
