@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qwen3_rerank_core._backends._transformers import plan_batches
+from qwen3_rerank_core._backends._transformers import plan_batches, plan_packs
 
 
 @given(
@@ -27,3 +27,23 @@ def test_batches_cover_everything_once(lengths: list[int], budget: int, size: in
 
 def test_example() -> None:
     assert plan_batches([5, 10, 3, 10], max_batch_tokens=20, max_batch_size=8) == [[1, 3], [0, 2]]
+
+
+@given(
+    st.lists(st.integers(1, 300), max_size=60),
+    st.integers(1, 2000),
+    st.integers(1, 16),
+)
+def test_packs_cover_everything_once(lengths: list[int], budget: int, size: int) -> None:
+    packs = plan_packs(lengths, max_batch_tokens=budget, max_batch_size=size)
+    flat = [i for p in packs for i in p]
+    assert sorted(flat) == list(range(len(lengths)))
+    for p in packs:
+        assert 1 <= len(p) <= size
+        assert len(p) == 1 or sum(lengths[i] for i in p) <= budget
+
+
+def test_pack_example() -> None:
+    # No padding: 10 + 10 fill a row of 20, then 5 + 3.
+    assert plan_packs([5, 10, 3, 10], max_batch_tokens=20, max_batch_size=8) == [[1, 3], [0, 2]]
+    assert plan_packs([5, 10, 3, 10], max_batch_tokens=18, max_batch_size=8) == [[1], [3, 0, 2]]

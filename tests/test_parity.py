@@ -333,3 +333,33 @@ def test_fixture_scores_are_spread(recipe_short: OfficialRecipe) -> None:
     # or parity within 1e-5 would prove little.
     assert max(scores) - min(scores) > 0.2
     assert sum(abs(s - 0.5) > 0.05 for s in scores) >= len(scores) // 2
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"max_batch_size": 3}, {"max_batch_tokens": 300}],
+    ids=["one-row", "rows-of-3", "small-token-budget"],
+)
+def test_packed_rows_give_the_recipe_scores(
+    tiny_model_dir: Path, recipe_short: OfficialRecipe, settings: dict[str, int]
+) -> None:
+    """Packed rows (the flash-attention path on CUDA) score like the recipe.
+
+    On CPU the same code runs with SDPA, which transformers gives a block-diagonal
+    causal mask for the packed row; on CUDA with flash-attention it is varlen.
+    """
+    query = "Which city is a capital?"
+    expected = recipe_short.score(query, ALL_DOCS)
+    with Qwen3Reranker(
+        model=str(tiny_model_dir),
+        max_length=SHORT_MAX_LENGTH,
+        device="cpu",
+        backend_options={"packed": True},
+        **settings,
+    ) as rr:
+        got = rr.score(query, ALL_DOCS)
+        assert rr._backend._packed and not rr._backend._reuse_prefix  # type: ignore[attr-defined]
+        many = rr.score_many([(query, ALL_DOCS[:3]), ("fruit", ALL_DOCS)])
+    assert _max_diff(got, expected) <= TOL
+    assert _max_diff(many[0], expected[:3]) <= TOL
+    assert _max_diff(many[1], recipe_short.score("fruit", ALL_DOCS)) <= TOL

@@ -22,16 +22,17 @@ def create_backend(config: RerankConfig, **options: Any) -> Backend:
 
     ``options`` go to the backend's constructor: ``transport``/``http_client``/
     ``async_http_client`` for ``remote``, ``llm`` or ``vllm.LLM`` keyword
-    arguments for ``vllm``. The transformers backend takes none.
+    arguments for ``vllm``, ``packed`` (bool) for ``transformers``.
     """
     if config.backend == "transformers":
         from ._transformers import TransformersBackend
 
-        if options:
+        unknown = sorted(set(options) - {"packed"})
+        if unknown:
             raise TypeError(
-                f"the transformers backend takes no backend_options, got {sorted(options)}"
+                f"the transformers backend takes only the backend_option 'packed', got {unknown}"
             )
-        return TransformersBackend(config)
+        return TransformersBackend(config, **options)
     if config.backend == "vllm":
         from ._vllm import VLLMBackend
 

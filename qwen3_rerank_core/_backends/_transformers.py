@@ -6,6 +6,13 @@ model head, and the last position's hidden state is multiplied by the two rows
 into batches under a token budget, so padding stays small; the caller's order
 is restored at the end.
 
+Where flash-attention is installed on CUDA (``attn_implementation=
+"flash_attention_2"``), batches are *packed* instead: the prompts of a batch
+are concatenated into one row with position ids restarting at 0 for each
+prompt, which transformers turns into variable-length (varlen) attention, so
+no padding is computed at all (:func:`plan_packs`). Elsewhere (SDPA, eager)
+batches are left-padded and the query prefix is reused (see ``_score_with_prefix``).
+
 Documents are tokenized and scored in chunks (:data:`CHUNK_DOCS` documents or
 :data:`CHUNK_CHARS` characters at a time), so memory does not grow with the
 number of documents beyond the caller's input and the returned scores: 10,000
@@ -27,7 +34,17 @@ from .._errors import MissingDependencyError, ModelLoadError
 from .._prompt import EncodedGroup, PromptEncoder, p_yes
 from ._base import Backend, Group
 
-__all__ = ["CHUNK_CHARS", "CHUNK_DOCS", "TransformersBackend", "plan_batches"]
+__all__ = [
+    "CHUNK_CHARS",
+    "CHUNK_DOCS",
+    "PACKED_ATTENTION",
+    "TransformersBackend",
+    "plan_batches",
+    "plan_packs",
+]
+
+#: Attention kernels that run packed rows as variable-length attention.
+PACKED_ATTENTION = ("flash_attention_2", "flash_attention_3")
 
 logger = logging.getLogger("qwen3_rerank_core")
 
@@ -80,6 +97,28 @@ def plan_batches(
     return batches
 
 
+def plan_packs(
+    lengths: Sequence[int], *, max_batch_tokens: int, max_batch_size: int
+) -> list[list[int]]:
+    """Group indices into packed rows, longest first: a row's cost is the *sum* of
+    its prompts' lengths (no padding), kept within the budget. A prompt longer
+    than the budget forms a row of its own.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    packs: list[list[int]] = []
+    current: list[int] = []
+    total = 0
+    for i in order:
+        if current and (len(current) >= max_batch_size or total + lengths[i] > max_batch_tokens):
+            packs.append(current)
+            current, total = [], 0
+        current.append(i)
+        total += lengths[i]
+    if current:
+        packs.append(current)
+    return packs
+
+
 def _cache_tensors(cache: Any) -> list[tuple[Any, Any]]:
     """Per-layer (key, value) tensors of a transformers KV cache (4.x and 5.x layouts)."""
     layers = getattr(cache, "layers", None)
@@ -104,7 +143,11 @@ def _looks_like_path(model: str) -> bool:
 class TransformersBackend(Backend):
     """Scores prompts with ``AutoModelForCausalLM`` in this process."""
 
-    def __init__(self, config: RerankConfig) -> None:
+    def __init__(self, config: RerankConfig, *, packed: bool | None = None) -> None:
+        """``packed``: pack batches into one row (varlen attention); ``None`` packs
+        when the attention kernel is flash-attention (:data:`PACKED_ATTENTION`).
+        Packing with SDPA or eager attention gives the same scores but computes a
+        block-diagonal mask over the whole row (for tests, not for speed)."""
         torch, transformers = _import_torch_transformers()
         self._torch = torch
         self._config = config
@@ -137,12 +180,18 @@ class TransformersBackend(Backend):
         self._cache_cls = transformers.DynamicCache
         # Prefix reuse relies on the mask handling of SDPA/eager attention (a gap of
         # padding between the cached prefix and each document).
-        self._reuse_prefix = config.reuse_prefix and attn in ("sdpa", "eager")
+        self._packed = attn in PACKED_ATTENTION if packed is None else bool(packed)
+        self._reuse_prefix = config.reuse_prefix and attn in ("sdpa", "eager") and not self._packed
         self._lock = threading.Lock()
         self._chunk_docs = CHUNK_DOCS
         self._chunk_chars = CHUNK_CHARS
         logger.info(
-            "loaded %s on %s (%s, attention=%s)", config.model, self.device, self.dtype, attn
+            "loaded %s on %s (%s, attention=%s, %s)",
+            config.model,
+            self.device,
+            self.dtype,
+            attn,
+            "packed rows" if self._packed else "left-padded batches",
         )
 
     def _pick_attention(self) -> str:
@@ -306,8 +355,18 @@ class TransformersBackend(Backend):
     ) -> list[float]:
         """Scores of full prompts, in input order."""
         scores = [0.0] * len(prompts)
-        for batch in self._batches([len(p) for p in prompts]):
-            logits = self._last_logits([prompts[i] for i in batch])
+        lengths = [len(p) for p in prompts]
+        if self._packed:
+            plan = plan_packs(
+                lengths,
+                max_batch_tokens=self._config.max_batch_tokens,
+                max_batch_size=self._config.max_batch_size,
+            )
+        else:
+            plan = self._batches(lengths)
+        score_batch = self._packed_last_logits if self._packed else self._last_logits
+        for batch in plan:
+            logits = score_batch([prompts[i] for i in batch])
             for i, (logit_no, logit_yes) in zip(batch, logits, strict=True):
                 scores[i] = p_yes(logit_no, logit_yes)
             advance(len(batch))
@@ -382,6 +441,31 @@ class TransformersBackend(Backend):
                 **kwargs,
             )
             hidden = out.last_hidden_state[:, -1, :]
+            logits = hidden @ self._head_weight.T
+            if self._head_bias is not None:
+                logits = logits + self._head_bias
+            values: list[list[float]] = logits.float().cpu().tolist()
+        return [(row[0], row[1]) for row in values]
+
+    def _packed_last_logits(self, prompts: list[list[int]]) -> list[tuple[float, float]]:
+        """(logit_no, logit_yes) at the end of each prompt, all packed into one row.
+
+        Position ids restart at 0 for each prompt and there is no attention mask:
+        transformers reads that as packed sequences (varlen flash-attention; a
+        block-diagonal causal mask for SDPA/eager), so each prompt is computed
+        as if alone.
+        """
+        torch = self._torch
+        ids = torch.tensor([[t for p in prompts for t in p]], dtype=torch.long)
+        positions = torch.cat([torch.arange(len(p), dtype=torch.long) for p in prompts])[None]
+        ends = torch.tensor([len(p) for p in prompts], dtype=torch.long).cumsum(0) - 1
+        with torch.inference_mode():
+            out = self._decoder(
+                input_ids=ids.to(self.device),
+                position_ids=positions.to(self.device),
+                use_cache=False,
+            )
+            hidden = out.last_hidden_state[0].index_select(0, ends.to(self.device))
             logits = hidden @ self._head_weight.T
             if self._head_bias is not None:
                 logits = logits + self._head_bias
