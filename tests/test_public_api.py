@@ -31,6 +31,23 @@ def test_all_is_fixed() -> None:
         assert hasattr(qwen3_rerank_core, name), name
 
 
+def test_adapters_module_all_is_fixed() -> None:
+    """The helpers the framework adapters import (they are separate packages)."""
+    from qwen3_rerank_core import adapters
+
+    assert sorted(adapters.__all__) == [
+        "ENGINE_FIELDS",
+        "build_reranker",
+        "check_instruction",
+        "check_items",
+        "check_optional_instruction",
+        "check_query",
+        "settings_with_reranker",
+    ]
+    for name in adapters.__all__:
+        assert hasattr(adapters, name), name
+
+
 def test_default_instruction_is_the_models() -> None:
     assert qwen3_rerank_core.DEFAULT_INSTRUCTION == (
         "Given a web search query, retrieve relevant passages that answer the query"

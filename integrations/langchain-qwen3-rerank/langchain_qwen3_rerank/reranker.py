@@ -12,11 +12,16 @@ from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator
 
 from qwen3_rerank_core import Qwen3Reranker, RerankConfig
+from qwen3_rerank_core.adapters import (
+    ENGINE_FIELDS,
+    build_reranker,
+    check_items,
+    check_optional_instruction,
+    check_query,
+    settings_with_reranker,
+)
 
 _DEFAULTS = RerankConfig()
-# Fields that configure the engine; with ``reranker=`` they are read from its config.
-_ENGINE_FIELDS = ("model", "backend", "max_length", "device", "dtype", "max_batch_tokens",
-                  "max_batch_size", "show_progress", "base_url", "api_key")  # fmt: skip
 
 
 class QwenRerank(BaseDocumentCompressor):
@@ -69,35 +74,18 @@ class QwenRerank(BaseDocumentCompressor):
     _reranker: Qwen3Reranker = PrivateAttr()
 
     def __init__(self, *, reranker: Qwen3Reranker | None = None, **data: Any) -> None:
-        if reranker is not None and not isinstance(reranker, Qwen3Reranker):
-            raise TypeError(
-                f"reranker must be a Qwen3Reranker or None, got {type(reranker).__name__}: "
-                f"{_preview(reranker)}"
+        super().__init__(**settings_with_reranker(reranker, data))
+        self._reranker = (
+            reranker
+            if reranker is not None
+            else build_reranker(
+                {name: getattr(self, name) for name in ENGINE_FIELDS},
+                self.reranker_kwargs,
+                owner="QwenRerank",
             )
-        if reranker is not None:
-            given = sorted(set(data) & {*_ENGINE_FIELDS, "reranker_kwargs"})
-            if given:
-                raise ValueError(f"pass either reranker= or model settings, not both: {given}")
-            data.update({name: getattr(reranker.config, name) for name in _ENGINE_FIELDS})
-        super().__init__(**data)
-        self._reranker = reranker if reranker is not None else self._build()
+        )
 
-    @field_validator("instruction")
-    @classmethod
-    def _check_instruction(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError(f"instruction must not be empty or whitespace, got {value!r}")
-        return value
-
-    def _build(self) -> Qwen3Reranker:
-        clash = sorted(set(self.reranker_kwargs) & {*_ENGINE_FIELDS, "instruction"})
-        if clash:
-            raise ValueError(f"set {clash} as QwenRerank fields, not in reranker_kwargs")
-        values = {name: getattr(self, name) for name in _ENGINE_FIELDS}
-        values["api_key"] = self.api_key.get_secret_value() if self.api_key else None
-        if isinstance(self.base_url, list):
-            values["base_url"] = tuple(self.base_url)
-        return Qwen3Reranker(RerankConfig.from_dict({**self.reranker_kwargs, **values}))
+    _check_instruction = field_validator("instruction")(check_optional_instruction)
 
     @property
     def reranker(self) -> Qwen3Reranker:
@@ -144,14 +132,14 @@ class QwenRerank(BaseDocumentCompressor):
         self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
     ) -> Sequence[Document]:
         """Copies of the best documents, best first, with ``metadata["relevance_score"]``."""
-        docs = _checked(documents, query, documents_only=True)
+        docs = _checked(documents, query, Document)
         return _copies(docs, self.rerank(docs, query))
 
     async def acompress_documents(
         self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
     ) -> Sequence[Document]:
         """Async :meth:`compress_documents`, on the core's native async path."""
-        docs = _checked(documents, query, documents_only=True)
+        docs = _checked(documents, query, Document)
         return _copies(docs, await self.arerank(docs, query))
 
     def _options(
@@ -167,48 +155,16 @@ class QwenRerank(BaseDocumentCompressor):
         }
 
 
-def _preview(value: object, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _checked(documents: object, query: object, *, documents_only: bool = False) -> list[Any]:
-    """A new list of the caller's documents, after checking them and the query.
-
-    Refuses a ``str`` (which would otherwise be ranked character by character), a
-    generator or other non-sequence, and items that are not ``Document`` (or ``str``
-    where allowed), naming the index.
-    """
-    if not isinstance(query, str):
-        raise TypeError(
-            f"QwenRerank needs a str query, got {type(query).__name__}: {_preview(query)}"
-        )
-    if not query.strip():
-        raise ValueError(f"QwenRerank needs a non-empty query, got {query!r}")
-    try:
-        query.encode("utf-8")
-    except UnicodeEncodeError as exc:  # the core's check, also when there is nothing to rank
-        raise ValueError(
-            f"query is not valid Unicode text (lone surrogate at position {exc.start}): "
-            f"{_preview(query)}"
-        ) from None
-    kinds = "Document" if documents_only else "str or Document"
-    if isinstance(documents, (str, bytes, bytearray)) or not isinstance(documents, Sequence):
-        raise TypeError(
-            f"documents must be a list of {kinds}, got {type(documents).__name__}: "
-            f"{_preview(documents)}"
-        )
-    checked = list(documents)
-    for i, doc in enumerate(checked):
-        if not (isinstance(doc, Document) or (isinstance(doc, str) and not documents_only)):
-            raise TypeError(
-                f"documents[{i}] must be a {kinds}, got {type(doc).__name__}: {_preview(doc)}"
-            )
-    return checked
+def _checked(documents: object, query: object, types: type | tuple[type, ...]) -> list[Any]:
+    """A new list of the caller's documents (``types``), after checking the query."""
+    check_query(query)
+    kinds = "Document" if types is Document else "str or Document"
+    return check_items(documents, types, name="documents", kinds=kinds)
 
 
 def _texts(documents: Sequence[str | Document], query: str) -> list[str]:
-    return [d.page_content if isinstance(d, Document) else d for d in _checked(documents, query)]
+    docs = _checked(documents, query, (str, Document))
+    return [d.page_content if isinstance(d, Document) else d for d in docs]
 
 
 def _dicts(results: Sequence[Any]) -> list[dict[str, Any]]:

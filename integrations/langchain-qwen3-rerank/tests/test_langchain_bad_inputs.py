@@ -92,11 +92,11 @@ def test_compress_needs_documents_not_str(core: Qwen3Reranker, call: Callable[..
 @pytest.mark.parametrize(
     ("query", "exc", "needle"),
     [
-        (None, TypeError, r"QwenRerank needs a str query, got NoneType: None"),
-        (42, TypeError, r"QwenRerank needs a str query, got int: 42"),
-        (b"q", TypeError, r"QwenRerank needs a str query, got bytes: b'q'"),
-        ("", ValueError, r"QwenRerank needs a non-empty query, got ''"),
-        ("\t \n", ValueError, r"QwenRerank needs a non-empty query, got '\\t \\n'"),
+        (None, TypeError, r"query must be a str, got NoneType: None"),
+        (42, TypeError, r"query must be a str, got int: 42"),
+        (b"q", TypeError, r"query must be a str, got bytes: b'q'"),
+        ("", ValueError, r"query must not be empty or whitespace, got ''"),
+        ("\t \n", ValueError, r"query must not be empty or whitespace, got '\\t \\n'"),
         (
             "q\ud800",
             ValueError,

@@ -78,10 +78,10 @@ def test_bad_nodes(
     ("query", "exc", "needle"),
     [
         ({}, ValueError, r"needs a non-empty query \(query_bundle or query_str\)"),
-        ({"query_str": ""}, ValueError, r"needs a non-empty query.*got ''"),
-        ({"query_str": " \n"}, ValueError, r"needs a non-empty query.*got ' \\n'"),
-        ({"query_str": 42}, TypeError, r"needs a str query, got int: 42"),
-        ({"query_bundle": QueryBundle(None)}, TypeError, r"needs a str query, got NoneType"),  # type: ignore[arg-type]
+        ({"query_str": ""}, ValueError, r"query must not be empty or whitespace, got ''"),
+        ({"query_str": " \n"}, ValueError, r"query must not be empty or whitespace, got ' \\n'"),
+        ({"query_str": 42}, TypeError, r"query must be a str, got int: 42"),
+        ({"query_bundle": QueryBundle(None)}, TypeError, r"query must be a str, got NoneType"),  # type: ignore[arg-type]
         ({"query_bundle": "q"}, TypeError, r"query_bundle must be a QueryBundle, got str: 'q'"),
         ({"query_str": "x\ud800"}, ValueError, r"query is not valid Unicode text"),
     ],

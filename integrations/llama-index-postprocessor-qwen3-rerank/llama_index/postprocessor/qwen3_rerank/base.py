@@ -21,13 +21,18 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from qwen3_rerank_core import Qwen3Reranker, RerankConfig, RerankResult
+from qwen3_rerank_core.adapters import (
+    ENGINE_FIELDS,
+    build_reranker,
+    check_items,
+    check_optional_instruction,
+    check_query,
+    settings_with_reranker,
+)
 
 dispatcher = get_dispatcher(__name__)
 
 _DEFAULTS = RerankConfig()
-# Fields that configure the engine; with ``reranker=`` they are read from its config.
-_ENGINE_FIELDS = ("model", "backend", "max_length", "device", "dtype", "max_batch_tokens",
-                  "max_batch_size", "show_progress", "base_url", "api_key")  # fmt: skip
 
 
 class QwenRerank(BaseNodePostprocessor):
@@ -82,35 +87,18 @@ class QwenRerank(BaseNodePostprocessor):
     _reranker: Qwen3Reranker = PrivateAttr()
 
     def __init__(self, *, reranker: Qwen3Reranker | None = None, **data: Any) -> None:
-        if reranker is not None and not isinstance(reranker, Qwen3Reranker):
-            raise TypeError(
-                f"reranker must be a Qwen3Reranker or None, got {type(reranker).__name__}: "
-                f"{_preview(reranker)}"
+        super().__init__(**settings_with_reranker(reranker, data))
+        self._reranker = (
+            reranker
+            if reranker is not None
+            else build_reranker(
+                {name: getattr(self, name) for name in ENGINE_FIELDS},
+                self.reranker_kwargs,
+                owner="QwenRerank",
             )
-        if reranker is not None:
-            given = sorted(set(data) & {*_ENGINE_FIELDS, "reranker_kwargs"})
-            if given:
-                raise ValueError(f"pass either reranker= or model settings, not both: {given}")
-            data.update({name: getattr(reranker.config, name) for name in _ENGINE_FIELDS})
-        super().__init__(**data)
-        self._reranker = reranker if reranker is not None else self._build()
+        )
 
-    @field_validator("instruction")
-    @classmethod
-    def _check_instruction(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError(f"instruction must not be empty or whitespace, got {value!r}")
-        return value
-
-    def _build(self) -> Qwen3Reranker:
-        clash = sorted(set(self.reranker_kwargs) & {*_ENGINE_FIELDS, "instruction"})
-        if clash:
-            raise ValueError(f"set {clash} as QwenRerank fields, not in reranker_kwargs")
-        values = {name: getattr(self, name) for name in _ENGINE_FIELDS}
-        values["api_key"] = self.api_key.get_secret_value() if self.api_key else None
-        if isinstance(self.base_url, list):
-            values["base_url"] = tuple(self.base_url)
-        return Qwen3Reranker(RerankConfig.from_dict({**self.reranker_kwargs, **values}))
+    _check_instruction = field_validator("instruction")(check_optional_instruction)
 
     @property
     def reranker(self) -> Qwen3Reranker:
@@ -125,7 +113,7 @@ class QwenRerank(BaseNodePostprocessor):
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
         bundle = _checked(query_bundle)
-        nodes = _checked_nodes(nodes)
+        nodes = check_items(nodes, NodeWithScore, name="nodes", kinds="NodeWithScore")
         if not nodes:
             return []
         with self._observe(nodes, bundle) as out:
@@ -137,7 +125,7 @@ class QwenRerank(BaseNodePostprocessor):
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
         bundle = _checked(query_bundle)
-        nodes = _checked_nodes(nodes)
+        nodes = check_items(nodes, NodeWithScore, name="nodes", kinds="NodeWithScore")
         if not nodes:
             return []
         with self._observe(nodes, bundle) as out:
@@ -185,51 +173,16 @@ class QwenRerank(BaseNodePostprocessor):
         return out
 
 
-def _preview(value: object, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _checked(query_bundle: QueryBundle | None) -> QueryBundle:
     if query_bundle is None:
         raise ValueError("QwenRerank needs a non-empty query (query_bundle or query_str)")
     if not isinstance(query_bundle, QueryBundle):
         raise TypeError(
             f"query_bundle must be a QueryBundle, got {type(query_bundle).__name__}: "
-            f"{_preview(query_bundle)}"
+            f"{query_bundle!r:.80}"
         )
-    query = query_bundle.query_str
-    if not isinstance(query, str):
-        raise TypeError(
-            f"QwenRerank needs a str query, got {type(query).__name__}: {_preview(query)}"
-        )
-    if not query.strip():
-        raise ValueError(
-            f"QwenRerank needs a non-empty query (query_bundle or query_str), got {query!r}"
-        )
-    try:
-        query.encode("utf-8")
-    except UnicodeEncodeError as exc:  # the core's check, also when there is nothing to rank
-        raise ValueError(
-            f"query is not valid Unicode text (lone surrogate at position {exc.start}): "
-            f"{_preview(query)}"
-        ) from None
+    check_query(query_bundle.query_str)
     return query_bundle
-
-
-def _checked_nodes(nodes: object) -> list[NodeWithScore]:
-    """A new list of the caller's nodes; anything but a sequence of NodeWithScore is refused."""
-    if isinstance(nodes, (str, bytes, bytearray)) or not isinstance(nodes, Sequence):
-        raise TypeError(
-            f"nodes must be a list of NodeWithScore, got {type(nodes).__name__}: {_preview(nodes)}"
-        )
-    checked = list(nodes)
-    for i, node in enumerate(checked):
-        if not isinstance(node, NodeWithScore):
-            raise TypeError(
-                f"nodes[{i}] must be a NodeWithScore, got {type(node).__name__}: {_preview(node)}"
-            )
-    return checked
 
 
 def _texts(nodes: list[NodeWithScore]) -> list[str]:
