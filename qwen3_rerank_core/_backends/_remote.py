@@ -329,22 +329,19 @@ class RemoteBackend(Backend):
         marked: set[tuple[int, int]] = set()
         wanted: dict[str, None] = {}
         for g, (query, docs) in enumerate(groups):
-            head_text = format_head(instruction, query)
-            head_marked = len(split_markers(head_text)) > 1
+            head_pieces = split_markers(format_head(instruction, query))
             cut = []
             for i, doc in enumerate(docs):
-                body = format_body(instruction, query, doc)
-                if head_marked or len(split_markers(body)) > 1:
+                pieces = split_markers(format_body(instruction, query, doc))
+                if len(head_pieces) > 1 or len(pieces) > 1:
                     marked.add((g, i))
-                    cut.append(i)
-                elif token_bound(body) > budget:
-                    cut.append(i)
+                elif token_bound(pieces[0]) <= budget:
+                    continue
+                cut.append(i)
+                wanted.update(dict.fromkeys(pieces))
             longs.append(cut)
             if cut:
-                wanted.update((piece, None) for piece in split_markers(head_text))
-                for i in cut:
-                    body = format_body(instruction, query, docs[i])
-                    wanted.update((piece, None) for piece in split_markers(body))
+                wanted.update(dict.fromkeys(head_pieces))
         tokens: dict[str, list[int]] = {}
         if wanted:
             texts = list(wanted)
