@@ -156,6 +156,13 @@ class RerankConfig:
             if not isinstance(u, str):
                 raise TypeError(f"base_url must be a str or a list of str, got {u!r}")
             parsed = urlparse(u)
+            if "@" in parsed.netloc:
+                # Credentials in a URL end up in reprs and in httpx's request log.
+                shown = parsed._replace(netloc="***@" + parsed.netloc.rsplit("@", 1)[1]).geturl()
+                raise ValueError(
+                    "base_url must not hold credentials ('user:password@'); pass the "
+                    f"server's key as api_key (sent as a Bearer token), got {shown!r}"
+                )
             try:
                 # .port raises ValueError on a non-numeric or out-of-range port
                 port_ok = parsed.port is None or parsed.port > 0

@@ -78,6 +78,18 @@ def test_config_repr_and_errors() -> None:
         assert_hidden(str(info.value), repr(info.value))
 
 
+@pytest.mark.parametrize(
+    "url", [f"http://user:{SECRET}@vllm.test:8000", f"https://{SECRET}@vllm.test", "http://a:b@c:1"]
+)
+def test_credentials_in_base_url_are_refused_unechoed(url: str) -> None:
+    """A password in the URL would show in reprs and in httpx's request log: refused."""
+    with pytest.raises(ValueError, match=r"must not hold credentials.*api_key") as info:
+        RerankConfig(backend="remote", base_url=[URL, url])
+    assert_hidden(str(info.value), repr(info.value))
+    assert url.rsplit("@", 1)[0].split("//")[1] not in str(info.value)
+    assert "***@" in str(info.value)
+
+
 def test_reranker_and_backend_repr() -> None:
     rr = remote(lambda request: httpx.Response(200, json={}))
     assert_hidden(repr(rr), str(rr), repr(rr.config))
