@@ -440,12 +440,7 @@ class TransformersBackend(Backend):
                 position_ids=positions.to(self.device),
                 **kwargs,
             )
-            hidden = out.last_hidden_state[:, -1, :]
-            logits = hidden @ self._head_weight.T
-            if self._head_bias is not None:
-                logits = logits + self._head_bias
-            values: list[list[float]] = logits.float().cpu().tolist()
-        return [(row[0], row[1]) for row in values]
+            return self._yes_no(out.last_hidden_state[:, -1, :])
 
     def _packed_last_logits(self, prompts: list[list[int]]) -> list[tuple[float, float]]:
         """(logit_no, logit_yes) at the end of each prompt, all packed into one row.
@@ -465,11 +460,14 @@ class TransformersBackend(Backend):
                 position_ids=positions.to(self.device),
                 use_cache=False,
             )
-            hidden = out.last_hidden_state[0].index_select(0, ends.to(self.device))
-            logits = hidden @ self._head_weight.T
-            if self._head_bias is not None:
-                logits = logits + self._head_bias
-            values: list[list[float]] = logits.float().cpu().tolist()
+            return self._yes_no(out.last_hidden_state[0].index_select(0, ends.to(self.device)))
+
+    def _yes_no(self, hidden: Any) -> list[tuple[float, float]]:
+        """(logit_no, logit_yes) of each row of last-position hidden states."""
+        logits = hidden @ self._head_weight.T
+        if self._head_bias is not None:
+            logits = logits + self._head_bias
+        values: list[list[float]] = logits.float().cpu().tolist()
         return [(row[0], row[1]) for row in values]
 
     def close(self) -> None:
