@@ -29,7 +29,13 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from qwen3_rerank_core import DEFAULT_INSTRUCTION, DEFAULT_MODEL, ModelLoadError, Qwen3Reranker
+from qwen3_rerank_core import (
+    DEFAULT_INSTRUCTION,
+    DEFAULT_MODEL,
+    ModelLoadError,
+    Qwen3Reranker,
+    RerankConfig,
+)
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -131,9 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("QWEN3_RERANK_MODEL", DEFAULT_MODEL),
         help="hub id or local folder (env QWEN3_RERANK_MODEL); 'tiny-random' for a smoke test",
     )
-    parser.add_argument(
-        "--backend", default="transformers", choices=["transformers", "vllm", "remote"]
-    )
+    parser.add_argument("--backend", default="transformers", choices=RerankConfig.backend_names())
     parser.add_argument("--base-url", default=None, help="vLLM server URL (backend=remote)")
     parser.add_argument("--device", default=None, help="'cpu', 'cuda', ...; default: picks")
     parser.add_argument("--max-length", type=int, default=8192, help="most tokens per prompt")

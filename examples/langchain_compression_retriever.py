@@ -34,7 +34,7 @@ from langchain_core.embeddings import DeterministicFakeEmbedding
 from langchain_core.vectorstores import InMemoryVectorStore
 from langchain_qwen3_rerank import QwenRerank
 
-from qwen3_rerank_core import DEFAULT_MODEL, ModelLoadError
+from qwen3_rerank_core import DEFAULT_MODEL, ModelLoadError, RerankConfig
 
 QUERY = "How do plants make their food?"
 ASYNC_QUERY = "What does chlorophyll do?"
@@ -70,9 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("QWEN3_RERANK_MODEL", DEFAULT_MODEL),
         help="hub id or local folder (env QWEN3_RERANK_MODEL); 'tiny-random' for a smoke test",
     )
-    parser.add_argument(
-        "--backend", default="transformers", choices=["transformers", "vllm", "remote"]
-    )
+    parser.add_argument("--backend", default="transformers", choices=RerankConfig.backend_names())
     parser.add_argument("--base-url", default=None, help="vLLM server URL (backend=remote)")
     parser.add_argument("--device", default=None, help="'cpu', 'cuda', ...; default: picks")
     parser.add_argument("--query", default=QUERY)

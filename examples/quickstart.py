@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 
-from qwen3_rerank_core import DEFAULT_MODEL, ModelLoadError, Qwen3Reranker
+from qwen3_rerank_core import DEFAULT_MODEL, ModelLoadError, Qwen3Reranker, RerankConfig
 
 QUERY = "What is the capital of China?"
 DOCUMENTS = [
@@ -41,9 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("QWEN3_RERANK_MODEL", DEFAULT_MODEL),
         help="hub id or local folder (env QWEN3_RERANK_MODEL); 'tiny-random' for an offline smoke test",
     )
-    parser.add_argument(
-        "--backend", default="transformers", choices=["transformers", "vllm", "remote"]
-    )
+    parser.add_argument("--backend", default="transformers", choices=RerankConfig.backend_names())
     parser.add_argument("--base-url", default=None, help="vLLM server URL (backend=remote)")
     parser.add_argument(
         "--instruction", default=None, help="task instruction (default: web search)"

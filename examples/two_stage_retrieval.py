@@ -32,7 +32,7 @@ import bm25s
 import ir_measures
 from ir_measures import RR, R, nDCG
 
-from qwen3_rerank_core import DEFAULT_MODEL, ModelLoadError, Qwen3Reranker
+from qwen3_rerank_core import DEFAULT_MODEL, ModelLoadError, Qwen3Reranker, RerankConfig
 
 DATA = Path(__file__).resolve().parent / "data"
 MEASURES = [nDCG @ 10, RR @ 10, R @ 10]
@@ -90,9 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("QWEN3_RERANK_MODEL", DEFAULT_MODEL),
         help="hub id or local folder (env QWEN3_RERANK_MODEL); 'tiny-random' for a smoke test",
     )
-    parser.add_argument(
-        "--backend", default="transformers", choices=["transformers", "vllm", "remote"]
-    )
+    parser.add_argument("--backend", default="transformers", choices=RerankConfig.backend_names())
     parser.add_argument("--base-url", default=None, help="vLLM server URL (backend=remote)")
     parser.add_argument(
         "--instruction", default=None, help="task instruction (default: web search)"

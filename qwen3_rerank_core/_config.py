@@ -6,17 +6,20 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 from urllib.parse import urlparse
 
-__all__ = ["BACKENDS", "DEFAULT_MODEL", "PROMPT_FORMATS", "RerankConfig"]
+from ._backends._registry import backend_names, backend_spec
+
+__all__ = ["DEFAULT_MODEL", "PROMPT_FORMATS", "BackendName", "RerankConfig"]
 
 DEFAULT_MODEL = "Qwen/Qwen3-Reranker-0.6B"
-BACKENDS: tuple[str, ...] = ("transformers", "vllm", "remote")
 PROMPT_FORMATS: tuple[str, ...] = ("client", "server")
 _DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
 
-Backend = Literal["transformers", "vllm", "remote"]
+#: The name of a registered backend (built in: ``"transformers"``, ``"vllm"``,
+#: ``"remote"``); the registry, not this type, decides which names are valid.
+BackendName: TypeAlias = str
 PromptFormat = Literal["client", "server"]
 
 
@@ -65,56 +68,106 @@ class RerankConfig:
         1024
     """
 
-    model: str = DEFAULT_MODEL
-    """Hub id or local folder of a Qwen3-Reranker checkpoint (for ``remote``: the served model name)."""
-    backend: Backend = "transformers"
-    """``"transformers"`` (local), ``"vllm"`` (in-process ``vllm.LLM``) or ``"remote"`` (a vLLM server)."""
-    instruction: str | None = None
-    """Task instruction; ``None`` means :data:`DEFAULT_INSTRUCTION`. Overridable per call."""
-    max_length: int = 8192
-    """Most tokens in one prompt; long documents are cut at their end to fit."""
+    model: str = field(
+        default=DEFAULT_MODEL,
+        metadata={
+            "doc": "Hub id or local folder of a Qwen3-Reranker checkpoint "
+            "(for ``remote``: the served model name)."
+        },
+    )
+    backend: BackendName = field(
+        default="transformers",
+        metadata={
+            "doc": "A registered backend: ``transformers`` (local), ``vllm`` (in-process "
+            "``vllm.LLM``) or ``remote`` (a vLLM server)."
+        },
+    )
+    instruction: str | None = field(
+        default=None,
+        metadata={
+            "doc": "Task instruction; ``None`` means ``DEFAULT_INSTRUCTION``. Overridable per call."
+        },
+    )
+    max_length: int = field(
+        default=8192,
+        metadata={"doc": "Most tokens in one prompt; long documents are cut at their end to fit."},
+    )
 
     # local backends
-    device: str | None = None
-    """``"cuda"``, ``"cuda:1"``, ``"cpu"``, ...; ``None``: CUDA when available, else CPU."""
-    dtype: str | None = None
-    """``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"auto"``; ``None``: bf16 on CUDA, fp32 on CPU."""
-    max_batch_tokens: int = 16384
-    """Token budget of one forward pass (padded length x batch size)."""
-    max_batch_size: int = 64
-    """Most documents in one forward pass."""
-    show_progress: bool = False
-    """Show a tqdm progress bar over batches."""
-    reuse_prefix: bool = True
-    """Run the shared prefix (system prompt, instruction, query) once per query and reuse its KV cache."""
-    local_files_only: bool = False
-    """Never contact the model hub; load from the local cache or folder only."""
-    attn_implementation: str | None = None
-    """Attention kernel for transformers (``"sdpa"``, ``"flash_attention_2"``, ``"eager"``); ``None`` picks."""
+    device: str | None = field(
+        default=None,
+        metadata={
+            "doc": "``cuda``, ``cuda:1``, ``cpu``, ...; ``None``: CUDA when available, else CPU."
+        },
+    )
+    dtype: str | None = field(
+        default=None,
+        metadata={
+            "doc": "``float32``, ``bfloat16``, ``float16`` or ``auto``; ``None``: bf16 on CUDA, fp32 on CPU."
+        },
+    )
+    max_batch_tokens: int = field(
+        default=16384,
+        metadata={"doc": "Token budget of one forward pass (padded length x batch size)."},
+    )
+    max_batch_size: int = field(default=64, metadata={"doc": "Most documents in one forward pass."})
+    show_progress: bool = field(
+        default=False, metadata={"doc": "Show a tqdm progress bar over batches."}
+    )
+    reuse_prefix: bool = field(
+        default=True,
+        metadata={
+            "doc": "Run the shared prefix (system prompt, instruction, query) once per query "
+            "and reuse its KV cache."
+        },
+    )
+    local_files_only: bool = field(
+        default=False,
+        metadata={"doc": "Never contact the model hub; load from the local cache or folder only."},
+    )
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={
+            "doc": "Attention kernel for transformers (``sdpa``, ``flash_attention_2``, ``eager``); "
+            "``None`` picks."
+        },
+    )
 
     # remote backend
-    base_url: str | tuple[str, ...] | None = None
-    """URL of a vLLM server, or several replicas (round-robin, fail-over)."""
-    api_key: str | None = field(default=None, repr=False)
-    """Bearer token for the server; never shown in reprs, logs or errors."""
-    timeout: float = 60.0
-    """Seconds to wait for one HTTP request."""
-    max_retries: int = 3
-    """Retries on 429/5xx and transport errors (exponential backoff with jitter)."""
-    max_docs_per_request: int = 64
-    """Documents per HTTP request; longer lists are split and merged by index."""
-    max_concurrency: int = 8
-    """Requests in flight at once for one call."""
-    prompt_format: PromptFormat = "client"
-    """``"client"``: the client formats prompts; ``"server"``: the server's chat template does."""
+    base_url: str | tuple[str, ...] | None = field(
+        default=None,
+        metadata={"doc": "URL of a vLLM server, or several replicas (round-robin, fail-over)."},
+    )
+    api_key: str | None = field(
+        default=None,
+        metadata={"doc": "Bearer token for the server; never shown in reprs, logs or errors."},
+        repr=False,
+    )
+    timeout: float = field(default=60.0, metadata={"doc": "Seconds to wait for one HTTP request."})
+    max_retries: int = field(
+        default=3,
+        metadata={
+            "doc": "Retries on 429/5xx and transport errors (exponential backoff with jitter)."
+        },
+    )
+    max_docs_per_request: int = field(
+        default=64,
+        metadata={"doc": "Documents per HTTP request; longer lists are split and merged by index."},
+    )
+    max_concurrency: int = field(
+        default=8, metadata={"doc": "Requests in flight at once for one call."}
+    )
+    prompt_format: PromptFormat = field(
+        default="client",
+        metadata={
+            "doc": "``client``: the client formats prompts; ``server``: the server's chat template does."
+        },
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
             raise ValueError(f"model must be a non-empty str, got {self.model!r}")
-        if self.backend not in BACKENDS:
-            raise ValueError(
-                f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {self.backend!r}"
-            )
+        spec = backend_spec(self.backend)  # ValueError naming the registered backends
         _check_optional_str("instruction", self.instruction)
         _check_int("max_length", self.max_length, 16)
         _check_optional_str("device", self.device)
@@ -139,8 +192,7 @@ class RerankConfig:
                 f"prompt_format must be one of {', '.join(map(repr, PROMPT_FORMATS))}; "
                 f"got {self.prompt_format!r}"
             )
-        if self.backend == "remote" and self.base_url is None:
-            raise ValueError("backend='remote' needs base_url, e.g. 'http://127.0.0.1:8000'")
+        spec.check_config(self)
 
     def _check_base_url(self) -> None:
         url = self.base_url
@@ -185,6 +237,17 @@ class RerankConfig:
             return ()
         return (self.base_url,) if isinstance(self.base_url, str) else self.base_url
 
+    @staticmethod
+    def backend_names() -> tuple[str, ...]:
+        """Names of the registered backends (the valid values of ``backend``)."""
+        return backend_names()
+
+    @classmethod
+    def field_doc(cls, name: str) -> str:
+        """The description of the setting ``name``."""
+        doc: str = _FIELDS[name].metadata["doc"]
+        return doc
+
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
         """Names of every setting."""
@@ -204,3 +267,6 @@ class RerankConfig:
     def replace(self, **changes: Any) -> RerankConfig:
         """A copy with some settings changed (validated like a new one)."""
         return RerankConfig.from_dict({**dataclasses.asdict(self), **changes})
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(RerankConfig)}
