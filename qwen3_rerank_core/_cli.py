@@ -24,7 +24,8 @@ from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from ._config import BACKENDS, DEFAULT_MODEL, PROMPT_FORMATS
+from ._backends import backend_names, backend_spec
+from ._config import DEFAULT_MODEL, PROMPT_FORMATS
 from ._errors import Qwen3RerankError
 from ._prompt import DEFAULT_INSTRUCTION
 
@@ -157,6 +158,12 @@ examples:
 """
 
 
+def _backend_help() -> str:
+    """``"transformers (local), vllm (in-process) or remote (a vLLM server)"``, from the registry."""
+    named = [f"{name} ({backend_spec(name).summary})" for name in backend_names()]
+    return named[0] if len(named) == 1 else f"{', '.join(named[:-1])} or {named[-1]}"
+
+
 def _model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument(
@@ -168,10 +175,9 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--backend",
-        choices=BACKENDS,
+        choices=backend_names(),
         default=None,
-        help="transformers (local), vllm (in-process) or remote (a vLLM server); "
-        "default: remote with --base-url, else transformers",
+        help=f"{_backend_help()}; default: remote with --base-url, else transformers",
     )
     g.add_argument(
         "--base-url",
@@ -206,25 +212,59 @@ def _model_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``qwen3-rerank`` (``bench`` arguments are passed through)."""
-    fmt = argparse.RawDescriptionHelpFormatter
     parser = _Parser(
         prog=PROG,
         description="Qwen3-Reranker from the command line.",
         epilog=_MAIN_EPILOG,
-        formatter_class=fmt,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
-    p = sub.add_parser(
-        "rerank",
-        help="rank documents for a query (table, JSON or JSONL)",
-        description="Rank documents for a query with Qwen3-Reranker.",
-        epilog=_RERANK_EPILOG,
-        formatter_class=fmt,
+    _add_rerank_command(sub)
+    _add_eval_command(sub)
+    sub.add_parser(
+        "bench", help="run benchmarks/bench_rerank.py (source checkout only)", add_help=False
     )
+    _add_vllm_command(sub)
+    return parser
+
+
+#: The one-line help, the description and the epilog (examples) of each sub-command.
+_ABOUT = {
+    "rerank": (
+        "rank documents for a query (table, JSON or JSONL)",
+        "Rank documents for a query with Qwen3-Reranker.",
+        _RERANK_EPILOG,
+    ),
+    "eval": (
+        "first stage vs reranked metrics on a BEIR folder, per instruction",
+        "Evaluate first-stage retrieval and its reranking on a BEIR-format folder.",
+        _EVAL_EPILOG,
+    ),
+    "vllm-command": (
+        "print the `vllm serve` commands for a model",
+        "Print the recommended vLLM server command for Qwen3-Reranker.",
+        _VLLM_EPILOG,
+    ),
+}
+
+
+def _subcommand(sub: argparse._SubParsersAction[_Parser], name: str) -> argparse.ArgumentParser:
+    """The sub-command ``name``, described by :data:`_ABOUT` (its epilog keeps its line breaks)."""
+    help_line, description, epilog = _ABOUT[name]
+    return sub.add_parser(
+        name,
+        help=help_line,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _add_rerank_command(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = _subcommand(sub, "rerank")
     p.add_argument("query", help="the query")
     p.add_argument("documents", nargs="*", metavar="DOC", help="documents (else --documents/stdin)")
     p.add_argument(
@@ -251,13 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _model_options(p)
 
-    p = sub.add_parser(
-        "eval",
-        help="first stage vs reranked metrics on a BEIR folder, per instruction",
-        description="Evaluate first-stage retrieval and its reranking on a BEIR-format folder.",
-        epilog=_EVAL_EPILOG,
-        formatter_class=fmt,
-    )
+
+def _add_eval_command(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = _subcommand(sub, "eval")
     p.add_argument("data", help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/*.tsv)")
     p.add_argument("--split", default=None, help="qrels split (default: the only one, or test)")
     p.add_argument(
@@ -297,17 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-runs", default=None, metavar="DIR", help="write every run as TREC files")
     _model_options(p)
 
-    sub.add_parser(
-        "bench", help="run benchmarks/bench_rerank.py (source checkout only)", add_help=False
-    )
 
-    p = sub.add_parser(
-        "vllm-command",
-        help="print the `vllm serve` commands for a model",
-        description="Print the recommended vLLM server command for Qwen3-Reranker.",
-        epilog=_VLLM_EPILOG,
-        formatter_class=fmt,
-    )
+def _add_vllm_command(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = _subcommand(sub, "vllm-command")
     p.add_argument(
         "-m",
         "--model",
@@ -324,7 +352,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="python -m vllm.entrypoints.openai.api_server instead of `vllm serve`",
     )
     p.add_argument("-f", "--format", choices=("text", "json"), default="text")
-    return parser
 
 
 # ------------------------------------------------------------------ helpers
