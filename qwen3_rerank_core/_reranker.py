@@ -8,7 +8,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from ._backends import Backend, Group, create_backend
 from ._config import RerankConfig
@@ -21,7 +21,10 @@ from ._validation import (
     check_top_n,
 )
 
-__all__ = ["Qwen3Reranker", "RerankResult"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["Qwen3Reranker", "RankOptions", "RerankResult"]
 
 logger = logging.getLogger("qwen3_rerank_core")
 
@@ -54,6 +57,28 @@ def rank(
     if top_n is not None:
         results = results[:top_n]
     return results
+
+
+class RankOptions(TypedDict, total=False):
+    """The keywords of :meth:`Qwen3Reranker.rerank` and :meth:`~Qwen3Reranker.arerank`."""
+
+    top_n: int | None
+    """Keep the best ``top_n`` results (``None``: all)."""
+    min_score: float | None
+    """Drop results scoring below it (``None``: keep all)."""
+    instruction: str | None
+    """Task instruction for this call (``None``: the configured one)."""
+
+
+def _rank_options(
+    options: Mapping[str, object], method: str
+) -> tuple[int | None, float | None, object]:
+    """``top_n``, ``min_score`` (checked) and ``instruction`` from a call's keywords."""
+    unknown = sorted(set(options) - set(RankOptions.__annotations__))
+    if unknown:
+        raise TypeError(f"{method}() got unexpected keyword argument(s): {', '.join(unknown)}")
+    top_n = check_top_n(options.get("top_n"))
+    return top_n, check_min_score(options.get("min_score")), options.get("instruction")
 
 
 class Qwen3Reranker:
@@ -268,19 +293,14 @@ class Qwen3Reranker:
         return (await self._arun(groups, instr))[0]
 
     def rerank(
-        self,
-        query: str,
-        documents: Sequence[str],
-        *,
-        top_n: int | None = None,
-        min_score: float | None = None,
-        instruction: str | None = None,
+        self, query: str, documents: Sequence[str], **options: Unpack[RankOptions]
     ) -> list[RerankResult]:
         """Documents sorted by score (descending; ties keep input order).
 
-        ``min_score`` drops results below it, then ``top_n`` keeps the first ones.
+        Keywords (:class:`RankOptions`): ``min_score`` drops results below it, then
+        ``top_n`` keeps the first ones; ``instruction`` overrides the configured one.
         """
-        top_n, min_score = check_top_n(top_n), check_min_score(min_score)
+        top_n, min_score, instruction = _rank_options(options, "rerank")
         groups, instr = self._prepare([(query, documents)], instruction)
         scores = self._run(groups, instr)[0]
         # Rank the validated snapshot, not ``documents``: the caller's list may change
@@ -288,16 +308,10 @@ class Qwen3Reranker:
         return rank(scores, groups[0][1], top_n=top_n, min_score=min_score)
 
     async def arerank(
-        self,
-        query: str,
-        documents: Sequence[str],
-        *,
-        top_n: int | None = None,
-        min_score: float | None = None,
-        instruction: str | None = None,
+        self, query: str, documents: Sequence[str], **options: Unpack[RankOptions]
     ) -> list[RerankResult]:
         """Async :meth:`rerank`; never blocks the event loop."""
-        top_n, min_score = check_top_n(top_n), check_min_score(min_score)
+        top_n, min_score, instruction = _rank_options(options, "arerank")
         groups, instr = self._prepare([(query, documents)], instruction)
         scores = (await self._arun(groups, instr))[0]
         return rank(scores, groups[0][1], top_n=top_n, min_score=min_score)
