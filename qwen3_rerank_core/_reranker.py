@@ -231,7 +231,8 @@ class Qwen3Reranker:
         return out
 
     @staticmethod
-    def _checked(groups: Sequence[Group], scores: list[list[float]]) -> list[list[float]]:
+    def _check_scores(groups: Sequence[Group], scores: list[list[float]]) -> list[list[float]]:
+        """``scores`` if the backend gave one p(yes) in [0, 1] per document of each group."""
         if len(scores) != len(groups):
             raise RuntimeError(f"backend returned {len(scores)} groups for {len(groups)}")
         for (_, docs), group_scores in zip(groups, scores, strict=True):
@@ -249,7 +250,7 @@ class Qwen3Reranker:
         if not todo:
             return [[] for _ in groups]
         scores = iter(
-            self._checked(
+            self._check_scores(
                 todo,
                 self._get_backend().score_groups(
                     todo, instruction, show_progress=self._config.show_progress
@@ -264,7 +265,7 @@ class Qwen3Reranker:
             return [[] for _ in groups]
         backend = self._get_backend()
         scores = iter(
-            self._checked(
+            self._check_scores(
                 todo,
                 await backend.ascore_groups(
                     todo, instruction, show_progress=self._config.show_progress

@@ -59,14 +59,14 @@ class QwenRerank(_Base):  # type: ignore[valid-type,misc]
         self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
     ) -> Sequence[Document]:
         """Copies of the best documents, best first, with ``metadata["relevance_score"]``."""
-        docs = _checked(documents, query, Document)
+        docs = _valid_documents(documents, query, Document)
         return _copies(docs, self.rerank(docs, query))
 
     async def acompress_documents(
         self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
     ) -> Sequence[Document]:
         """Async :meth:`compress_documents`, on the core's native async path."""
-        docs = _checked(documents, query, Document)
+        docs = _valid_documents(documents, query, Document)
         return _copies(docs, await self.arerank(docs, query))
 
     def _call(
@@ -86,7 +86,7 @@ class QwenRerank(_Base):  # type: ignore[valid-type,misc]
         }
 
 
-def _checked(documents: object, query: object, types: type | tuple[type, ...]) -> list[Any]:
+def _valid_documents(documents: object, query: object, types: type | tuple[type, ...]) -> list[Any]:
     """A new list of the caller's documents (``types``), after checking the query."""
     check_query(query)
     kinds = "Document" if types is Document else "str or Document"
@@ -94,7 +94,7 @@ def _checked(documents: object, query: object, types: type | tuple[type, ...]) -
 
 
 def _texts(documents: Sequence[str | Document], query: str) -> list[str]:
-    docs = _checked(documents, query, (str, Document))
+    docs = _valid_documents(documents, query, (str, Document))
     return [d.page_content if isinstance(d, Document) else d for d in docs]
 
 
