@@ -14,10 +14,12 @@ from ._backends import Backend, Group, create_backend
 from ._config import RerankConfig
 from ._prompt import DEFAULT_INSTRUCTION
 from ._validation import (
+    _preview,
     check_documents,
     check_instruction,
     check_min_score,
     check_query,
+    check_sequence,
     check_top_n,
 )
 
@@ -219,16 +221,13 @@ class Qwen3Reranker:
 
     @staticmethod
     def _check_items(items: object) -> list[tuple[object, object]]:
-        if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
-            raise TypeError(
-                f"items must be a sequence of (query, documents) pairs, got {type(items).__name__}"
-            )
-        out: list[tuple[object, object]] = []
-        for i, item in enumerate(items):
+        pairs = check_sequence(items, name="items", what="a sequence of (query, documents) pairs")
+        for i, item in enumerate(pairs):
             if not isinstance(item, (tuple, list)) or len(item) != 2:
-                raise TypeError(f"items[{i}] must be a (query, documents) pair, got {item!r:.80}")
-            out.append((item[0], item[1]))
-        return out
+                raise TypeError(
+                    f"items[{i}] must be a (query, documents) pair, got {_preview(item)}"
+                )
+        return [(query, documents) for query, documents in pairs]
 
     @staticmethod
     def _check_scores(groups: Sequence[Group], scores: list[list[float]]) -> list[list[float]]:

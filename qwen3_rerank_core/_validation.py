@@ -4,21 +4,50 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = [
     "check_documents",
     "check_instruction",
     "check_min_score",
     "check_query",
+    "check_sequence",
     "check_top_n",
 ]
 
 _PREVIEW = 80
 
 
-def _preview(value: object) -> str:
+def _preview(value: object, width: int = _PREVIEW) -> str:
+    """``repr(value)``, cut to ``width`` characters (ending in ``...`` when cut)."""
     text = repr(value)
-    return text if len(text) <= _PREVIEW else text[: _PREVIEW - 3] + "..."
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def check_sequence(
+    value: object,
+    *,
+    name: str,
+    what: str,
+    item_types: type | tuple[type, ...] = object,
+    item_kind: str = "",
+) -> list[Any]:
+    """A new list of ``value``, which must be a sequence (not a ``str``/``bytes``, a
+    generator, a set or a dict) whose items are ``item_types``.
+
+    Errors: ``"{name} must be {what}, got ..."`` and ``"{name}[i] must be a {item_kind},
+    got ..."``, each naming the bad value. A new list, so later changes to the caller's
+    sequence cannot misalign results.
+    """
+    if isinstance(value, (str, bytes, bytearray)) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}: {_preview(value)}")
+    items = list(value)
+    for i, item in enumerate(items):
+        if not isinstance(item, item_types):
+            raise TypeError(
+                f"{name}[{i}] must be a {item_kind}, got {type(item).__name__}: {_preview(item)}"
+            )
+    return items
 
 
 def _check_text(name: str, value: str) -> None:
@@ -59,17 +88,14 @@ def check_documents(documents: object) -> list[str]:
 
     Returns a new list, so later changes to the caller's sequence cannot misalign results.
     """
-    if isinstance(documents, (str, bytes, bytearray)) or not isinstance(documents, Sequence):
-        raise TypeError(
-            "documents must be a sequence of str (a list or tuple), got "
-            f"{type(documents).__name__}: {_preview(documents)}"
-        )
-    docs = list(documents)
+    docs: list[str] = check_sequence(
+        documents,
+        name="documents",
+        what="a sequence of str (a list or tuple)",
+        item_types=str,
+        item_kind="str",
+    )
     for i, doc in enumerate(docs):
-        if not isinstance(doc, str):
-            raise TypeError(
-                f"documents[{i}] must be a str, got {type(doc).__name__}: {_preview(doc)}"
-            )
         _check_text(f"documents[{i}]", doc)
     return docs
 

@@ -27,7 +27,7 @@ import dataclasses
 import functools
 import operator
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, Field, PrivateAttr, SecretStr, field_validator
@@ -36,7 +36,7 @@ from pydantic import create_model as pydantic_create_model
 from ._backends import backend_spec
 from ._config import RerankConfig
 from ._reranker import Qwen3Reranker
-from ._validation import _preview, check_instruction, check_query
+from ._validation import _preview, check_instruction, check_query, check_sequence
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -195,17 +195,9 @@ def check_items(
 ) -> list[Any]:
     """A new list of ``items``, which must be a sequence (not a ``str``, a generator,
     a set or a dict) of ``types``; errors name the bad value and its index."""
-    if isinstance(items, (str, bytes, bytearray)) or not isinstance(items, Sequence):
-        raise TypeError(
-            f"{name} must be a list of {kinds}, got {type(items).__name__}: {_preview(items)}"
-        )
-    checked = list(items)
-    for i, item in enumerate(checked):
-        if not isinstance(item, types):
-            raise TypeError(
-                f"{name}[{i}] must be a {kinds}, got {type(item).__name__}: {_preview(item)}"
-            )
-    return checked
+    return check_sequence(
+        items, name=name, what=f"a list of {kinds}", item_types=types, item_kind=kinds
+    )
 
 
 def settings_with_reranker(reranker: object, data: dict[str, Any]) -> dict[str, Any]:
