@@ -23,6 +23,11 @@ BackendName: TypeAlias = str
 PromptFormat = Literal["client", "server"]
 
 
+def _doc(text: str) -> dict[str, str]:
+    """A field's metadata: its description, which the adapters show as theirs."""
+    return {"doc": text}
+
+
 def _check_int(name: str, value: object, minimum: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
@@ -70,98 +75,96 @@ class RerankConfig:
 
     model: str = field(
         default=DEFAULT_MODEL,
-        metadata={
-            "doc": "Hub id or local folder of a Qwen3-Reranker checkpoint "
+        metadata=_doc(
+            "Hub id or local folder of a Qwen3-Reranker checkpoint "
             "(for ``remote``: the served model name)."
-        },
+        ),
     )
     backend: BackendName = field(
         default="transformers",
-        metadata={
-            "doc": "A registered backend: ``transformers`` (local), ``vllm`` (in-process "
+        metadata=_doc(
+            "A registered backend: ``transformers`` (local), ``vllm`` (in-process "
             "``vllm.LLM``) or ``remote`` (a vLLM server)."
-        },
+        ),
     )
     instruction: str | None = field(
         default=None,
-        metadata={
-            "doc": "Task instruction; ``None`` means ``DEFAULT_INSTRUCTION``. Overridable per call."
-        },
+        metadata=_doc(
+            "Task instruction; ``None`` means ``DEFAULT_INSTRUCTION``. Overridable per call."
+        ),
     )
     max_length: int = field(
         default=8192,
-        metadata={"doc": "Most tokens in one prompt; long documents are cut at their end to fit."},
+        metadata=_doc("Most tokens in one prompt; long documents are cut at their end to fit."),
     )
 
     # local backends
     device: str | None = field(
         default=None,
-        metadata={
-            "doc": "``cuda``, ``cuda:1``, ``cpu``, ...; ``None``: CUDA when available, else CPU."
-        },
+        metadata=_doc(
+            "``cuda``, ``cuda:1``, ``cpu``, ...; ``None``: CUDA when available, else CPU."
+        ),
     )
     dtype: str | None = field(
         default=None,
-        metadata={
-            "doc": "``float32``, ``bfloat16``, ``float16`` or ``auto``; ``None``: bf16 on CUDA, fp32 on CPU."
-        },
+        metadata=_doc(
+            "``float32``, ``bfloat16``, ``float16`` or ``auto``; ``None``: bf16 on CUDA, fp32 on CPU."
+        ),
     )
     max_batch_tokens: int = field(
         default=16384,
-        metadata={"doc": "Token budget of one forward pass (padded length x batch size)."},
+        metadata=_doc("Token budget of one forward pass (padded length x batch size)."),
     )
-    max_batch_size: int = field(default=64, metadata={"doc": "Most documents in one forward pass."})
+    max_batch_size: int = field(default=64, metadata=_doc("Most documents in one forward pass."))
     show_progress: bool = field(
-        default=False, metadata={"doc": "Show a tqdm progress bar over batches."}
+        default=False, metadata=_doc("Show a tqdm progress bar over batches.")
     )
     reuse_prefix: bool = field(
         default=True,
-        metadata={
-            "doc": "Run the shared prefix (system prompt, instruction, query) once per query "
+        metadata=_doc(
+            "Run the shared prefix (system prompt, instruction, query) once per query "
             "and reuse its KV cache."
-        },
+        ),
     )
     local_files_only: bool = field(
         default=False,
-        metadata={"doc": "Never contact the model hub; load from the local cache or folder only."},
+        metadata=_doc("Never contact the model hub; load from the local cache or folder only."),
     )
     attn_implementation: str | None = field(
         default=None,
-        metadata={
-            "doc": "Attention kernel for transformers (``sdpa``, ``flash_attention_2``, ``eager``); "
+        metadata=_doc(
+            "Attention kernel for transformers (``sdpa``, ``flash_attention_2``, ``eager``); "
             "``None`` picks."
-        },
+        ),
     )
 
     # remote backend
     base_url: str | tuple[str, ...] | None = field(
         default=None,
-        metadata={"doc": "URL of a vLLM server, or several replicas (round-robin, fail-over)."},
+        metadata=_doc("URL of a vLLM server, or several replicas (round-robin, fail-over)."),
     )
     api_key: str | None = field(
         default=None,
-        metadata={"doc": "Bearer token for the server; never shown in reprs, logs or errors."},
+        metadata=_doc("Bearer token for the server; never shown in reprs, logs or errors."),
         repr=False,
     )
-    timeout: float = field(default=60.0, metadata={"doc": "Seconds to wait for one HTTP request."})
+    timeout: float = field(default=60.0, metadata=_doc("Seconds to wait for one HTTP request."))
     max_retries: int = field(
         default=3,
-        metadata={
-            "doc": "Retries on 429/5xx and transport errors (exponential backoff with jitter)."
-        },
+        metadata=_doc("Retries on 429/5xx and transport errors (exponential backoff with jitter)."),
     )
     max_docs_per_request: int = field(
         default=64,
-        metadata={"doc": "Documents per HTTP request; longer lists are split and merged by index."},
+        metadata=_doc("Documents per HTTP request; longer lists are split and merged by index."),
     )
     max_concurrency: int = field(
-        default=8, metadata={"doc": "Requests in flight at once for one call."}
+        default=8, metadata=_doc("Requests in flight at once for one call.")
     )
     prompt_format: PromptFormat = field(
         default="client",
-        metadata={
-            "doc": "``client``: the client formats prompts; ``server``: the server's chat template does."
-        },
+        metadata=_doc(
+            "``client``: the client formats prompts; ``server``: the server's chat template does."
+        ),
     )
 
     def __post_init__(self) -> None:

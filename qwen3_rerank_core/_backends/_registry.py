@@ -31,15 +31,7 @@ if TYPE_CHECKING:
     from .._config import RerankConfig
     from ._base import Backend
 
-__all__ = [
-    "BackendSpec",
-    "backend_names",
-    "backend_spec",
-    "create_backend",
-    "register_backend",
-    "registered_backend",
-    "unregister_backend",
-]
+# The package (``qwen3_rerank_core._backends``) re-exports the public names.
 
 #: What a loader returns: a class or function called as ``factory(config, **options)``.
 BackendFactory = Callable[..., "Backend"]
