@@ -221,3 +221,19 @@ def test_every_setting_is_described() -> None:
     for f in dataclasses.fields(RerankConfig):
         assert RerankConfig.field_doc(f.name) == f.metadata["doc"], f.name
         assert f.metadata["doc"].strip(), f.name
+
+
+# --------------------------------------------------------------------------- progress
+def test_progress_bar_counts_documents(capsys: pytest.CaptureFixture[str]) -> None:
+    from qwen3_rerank_core._backends._base import progress_bar
+
+    pytest.importorskip("tqdm")
+    with progress_bar(5, True, desc="Scoring") as advance:
+        advance(2)
+        advance(3)
+    err = capsys.readouterr().err
+    assert "Scoring" in err and "5/5" in err
+    with progress_bar(0, True, desc="x") as advance, progress_bar(4, False, desc="y") as off:
+        advance(1)
+        off(1)
+    assert capsys.readouterr().err == ""

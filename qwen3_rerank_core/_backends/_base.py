@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
-__all__ = ["Backend", "Group"]
+__all__ = ["Backend", "Group", "progress_bar"]
+
+logger = logging.getLogger("qwen3_rerank_core")
 
 #: One query with its documents.
 Group = tuple[str, Sequence[str]]
@@ -42,3 +46,32 @@ class Backend(ABC):
     async def aclose(self) -> None:
         """Async :meth:`close`."""
         self.close()
+
+
+def _no_progress(n: int) -> None:
+    pass
+
+
+@contextmanager
+def progress_bar(total: int, enabled: bool, *, desc: str) -> Iterator[Callable[[int], object]]:
+    """A tqdm bar over ``total`` documents, given as a function that advances it by ``n``.
+
+    The one progress bar of the backends. A no-op when disabled or ``total`` is 0, and
+    when tqdm is missing (with a warning naming ``pip install tqdm``). Closed on exit.
+
+    Example::
+
+        >>> with progress_bar(3, False, desc="Scoring") as advance:
+        ...     advance(3)
+    """
+    if not enabled or total == 0:
+        yield _no_progress
+        return
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        logger.warning("show_progress needs tqdm (pip install tqdm); no progress bar shown")
+        yield _no_progress
+        return
+    with tqdm(total=total, desc=desc, unit="doc") as bar:
+        yield bar.update
