@@ -27,7 +27,7 @@ import dataclasses
 import functools
 import operator
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, Field, PrivateAttr, SecretStr, field_validator
@@ -116,16 +116,8 @@ def _adapter_reranker(self: Any) -> Qwen3Reranker:
     return engine
 
 
-def engine_model(base: type[ModelT], name: str, *, module: str, items: str) -> type[ModelT]:
-    """``base`` (a framework's pydantic class) with what every adapter has in common.
-
-    That is: one field per :data:`ENGINE_FIELDS` setting (type, default and
-    description from :class:`RerankConfig`), ``instruction``, ``top_n`` and
-    ``min_score`` (which apply to the ``items``: "documents", "nodes") and
-    ``reranker_kwargs``, a constructor taking ``reranker=`` (an existing
-    :class:`Qwen3Reranker`, else one is built from the fields) and the
-    ``reranker`` property. An adapter subclasses the result.
-    """
+def _shared_fields(items: str) -> dict[str, Any]:
+    """The fields every adapter has: the engine settings and the call options."""
     fields: dict[str, Any] = {n: (engine_annotation(n), engine_field(n)) for n in ENGINE_FIELDS}
     fields["instruction"] = (
         str | None,
@@ -153,6 +145,11 @@ def engine_model(base: type[ModelT], name: str, *, module: str, items: str) -> t
             description="Other RerankConfig settings, e.g. local_files_only, timeout, max_retries.",
         ),
     )
+    return fields
+
+
+def _adapter_init(base: type[BaseModel]) -> Callable[..., None]:
+    """The adapters' constructor: ``reranker=`` an existing engine, or one built from the fields."""
 
     def __init__(self: Any, *, reranker: Qwen3Reranker | None = None, **data: Any) -> None:
         base.__init__(self, **settings_with_reranker(reranker, data))
@@ -166,22 +163,32 @@ def engine_model(base: type[ModelT], name: str, *, module: str, items: str) -> t
             )
         )
 
-    return typing.cast(
-        "type[ModelT]",
-        pydantic_create_model(
-            name,
-            __base__=base,
-            __module__=module,
-            __validators__={
-                "_check_instruction": field_validator("instruction")(check_optional_instruction)
-            },
-            __namespace__={
-                "_reranker": PrivateAttr(),
-                "__init__": __init__,
-                "reranker": property(_adapter_reranker),
-            },
-            **fields,
-        ),
+    return __init__
+
+
+def engine_model(base: type[ModelT], name: str, *, module: str, items: str) -> type[ModelT]:
+    """``base`` (a framework's pydantic class) with what every adapter has in common.
+
+    That is: one field per :data:`ENGINE_FIELDS` setting (type, default and
+    description from :class:`RerankConfig`), ``instruction``, ``top_n`` and
+    ``min_score`` (which apply to the ``items``: "documents", "nodes") and
+    ``reranker_kwargs``, a constructor taking ``reranker=`` (an existing
+    :class:`Qwen3Reranker`, else one is built from the fields) and the
+    ``reranker`` property. An adapter subclasses the result.
+    """
+    return pydantic_create_model(
+        name,
+        __base__=base,
+        __module__=module,
+        __validators__={
+            "_check_instruction": field_validator("instruction")(check_optional_instruction)
+        },
+        __namespace__={
+            "_reranker": PrivateAttr(),
+            "__init__": _adapter_init(base),
+            "reranker": property(_adapter_reranker),
+        },
+        **_shared_fields(items),
     )
 
 
