@@ -89,9 +89,7 @@ class RerankConfig:
     )
     instruction: str | None = field(
         default=None,
-        metadata=_doc(
-            "Task instruction; ``None`` means ``DEFAULT_INSTRUCTION``. Overridable per call."
-        ),
+        metadata=_doc("Task instruction, overridable per call; ``None``: ``DEFAULT_INSTRUCTION``."),
     )
     max_length: int = field(
         default=8192,
@@ -101,9 +99,7 @@ class RerankConfig:
     # local backends
     device: str | None = field(
         default=None,
-        metadata=_doc(
-            "``cuda``, ``cuda:1``, ``cpu``, ...; ``None``: CUDA when available, else CPU."
-        ),
+        metadata=_doc("``cuda``, ``cuda:1``, ``cpu``...; ``None``: CUDA if available, else CPU."),
     )
     dtype: str | None = field(
         default=None,
@@ -132,10 +128,7 @@ class RerankConfig:
     )
     attn_implementation: str | None = field(
         default=None,
-        metadata=_doc(
-            "Attention kernel for transformers (``sdpa``, ``flash_attention_2``, ``eager``); "
-            "``None`` picks."
-        ),
+        metadata=_doc("``sdpa``, ``flash_attention_2`` or ``eager`` attention; ``None`` picks."),
     )
 
     # remote backend
