@@ -12,6 +12,7 @@ from typing import Any
 
 from ._backends import Backend, Group, create_backend
 from ._config import RerankConfig
+from ._fusion import FusedScore, Fusion, FusionInputs, prepare_call, prepare_fusion_many
 from ._prompt import DEFAULT_INSTRUCTION
 from ._validation import (
     check_documents,
@@ -37,6 +38,14 @@ class RerankResult:
     document: str
     """The caller's document string (the same object, never a truncated copy), as it was
     when the call started."""
+    fusion: FusedScore | None = None
+    """With ``fusion=``: the fused score and its parts (results are ordered by
+    ``fusion.fused``); ``None`` otherwise (results are ordered by ``score``)."""
+
+    @property
+    def fused_score(self) -> float:
+        """The score the results are ordered by: ``fusion.fused``, or ``score`` without fusion."""
+        return self.score if self.fusion is None else self.fusion.fused
 
 
 def rank(
@@ -45,10 +54,16 @@ def rank(
     *,
     top_n: int | None = None,
     min_score: float | None = None,
+    fusion: FusionInputs | None = None,
 ) -> list[RerankResult]:
-    """Sort by score descending (ties: lower input index first), then apply ``min_score``/``top_n``."""
-    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-    results = [RerankResult(i, scores[i], documents[i]) for i in order]
+    """Sort by score (or fused score) descending (ties: lower input index first), then
+    apply ``min_score`` (on the score, p(yes)) and ``top_n``."""
+    if fusion is None:
+        order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+        results = [RerankResult(i, scores[i], documents[i]) for i in order]
+    else:
+        order, fused = fusion.order(scores)
+        results = [RerankResult(i, scores[i], documents[i], fused[i]) for i in order]
     if min_score is not None:
         results = [r for r in results if r.score >= min_score]
     if top_n is not None:
@@ -275,17 +290,27 @@ class Qwen3Reranker:
         top_n: int | None = None,
         min_score: float | None = None,
         instruction: str | None = None,
+        fusion: Fusion | None = None,
+        first_stage_scores: Sequence[float] | None = None,
+        signals: Mapping[str, Sequence[float | bool]] | None = None,
     ) -> list[RerankResult]:
         """Documents sorted by score (descending; ties keep input order).
 
         ``min_score`` drops results below it, then ``top_n`` keeps the first ones.
+
+        Hybrid ranking: with ``fusion=Fusion(...)``, results are ordered by the fused
+        score of ``docs/hybrid.md`` (in ``result.fusion``; ``result.score`` stays
+        p(yes) and ``min_score`` applies to it); ``first_stage_scores`` (one per
+        document; without them the input order is the first-stage rank) and
+        ``signals`` (name -> one value per document) are its inputs.
         """
         top_n, min_score = check_top_n(top_n), check_min_score(min_score)
         groups, instr = self._prepare([(query, documents)], instruction)
+        fused = prepare_call(fusion, len(groups[0][1]), first_stage_scores, signals)
         scores = self._run(groups, instr)[0]
         # Rank the validated snapshot, not ``documents``: the caller's list may change
         # while the model runs (another thread or task), which must not misalign results.
-        return rank(scores, groups[0][1], top_n=top_n, min_score=min_score)
+        return rank(scores, groups[0][1], top_n=top_n, min_score=min_score, fusion=fused)
 
     async def arerank(
         self,
@@ -295,12 +320,16 @@ class Qwen3Reranker:
         top_n: int | None = None,
         min_score: float | None = None,
         instruction: str | None = None,
+        fusion: Fusion | None = None,
+        first_stage_scores: Sequence[float] | None = None,
+        signals: Mapping[str, Sequence[float | bool]] | None = None,
     ) -> list[RerankResult]:
         """Async :meth:`rerank`; never blocks the event loop."""
         top_n, min_score = check_top_n(top_n), check_min_score(min_score)
         groups, instr = self._prepare([(query, documents)], instruction)
+        fused = prepare_call(fusion, len(groups[0][1]), first_stage_scores, signals)
         scores = (await self._arun(groups, instr))[0]
-        return rank(scores, groups[0][1], top_n=top_n, min_score=min_score)
+        return rank(scores, groups[0][1], top_n=top_n, min_score=min_score, fusion=fused)
 
     def score_many(
         self,
@@ -329,12 +358,20 @@ class Qwen3Reranker:
         top_n: int | None = None,
         min_score: float | None = None,
         instruction: str | None = None,
+        fusion: Fusion | None = None,
+        first_stage_scores: Sequence[Sequence[float] | None] | None = None,
+        signals: Sequence[Mapping[str, Sequence[float | bool]] | None] | None = None,
     ) -> list[list[RerankResult]]:
-        """:meth:`rerank` for several ``(query, documents)`` pairs, batched across queries."""
+        """:meth:`rerank` for several ``(query, documents)`` pairs, batched across queries.
+
+        With ``fusion=``, ``first_stage_scores`` and ``signals`` hold one entry per item.
+        """
         top_n, min_score = check_top_n(top_n), check_min_score(min_score)
         groups, instr = self._prepare(self._check_items(items), instruction)
+        sizes = [len(docs) for _, docs in groups]
+        fused = prepare_fusion_many(fusion, sizes, first_stage_scores, signals)
         all_scores = self._run(groups, instr)
         return [
-            rank(scores, docs, top_n=top_n, min_score=min_score)
-            for scores, (_, docs) in zip(all_scores, groups, strict=True)
+            rank(scores, docs, top_n=top_n, min_score=min_score, fusion=f)
+            for scores, (_, docs), f in zip(all_scores, groups, fused, strict=True)
         ]
