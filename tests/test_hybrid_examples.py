@@ -143,3 +143,52 @@ def test_missing_model_folder_explains(name: str, tmp_path: Path) -> None:
     err = run(name, "--model", str(tmp_path / "no-model"), expect_rc=2)
     assert any(line.startswith("error: ") for line in err.splitlines()), err
     assert "Offline? Pass a local folder" in err
+
+
+# ------------------------------------------------------------------ docs/hybrid.md
+HYBRID_MD = EXAMPLES.parent / "docs" / "hybrid.md"
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", HYBRID_MD.read_text(encoding="utf-8"), flags=re.S)
+
+
+def test_docs_python_blocks_run(tiny_model_dir: Path) -> None:
+    """Every Python block of docs/hybrid.md runs, with ``reranker`` a real reranker."""
+    blocks = python_blocks()
+    assert len(blocks) >= 5
+    with Qwen3Reranker(model=str(tiny_model_dir)) as reranker:
+        for block in blocks:
+            namespace = {"reranker": reranker}
+            exec(compile(block, str(HYBRID_MD), "exec"), namespace)
+            results = namespace.get("results")
+            if results is not None:
+                assert results and all(r.fusion is not None for r in results)
+                fused = [r.fused_score for r in results]
+                assert fused == sorted(fused, reverse=True)
+
+
+def test_docs_helper_values_are_right() -> None:
+    """The values in the comments of the helpers block are what the calls return."""
+    block = next(b for b in python_blocks() if "recency_decay([" in b)
+    namespace: dict[str, object] = {}
+    checked = 0
+    for line in block.splitlines():
+        code, _, comment = line.partition("#")
+        if code.startswith("from "):
+            exec(code, namespace)
+        elif code.strip() and comment:
+            expected = comment.split(":")[0].strip()
+            assert eval(code, namespace) == eval(expected), line
+            checked += 1
+    assert checked == 6
+
+
+def test_docs_eval_specs_parse() -> None:
+    from qwen3_rerank_core import Fusion
+
+    text = HYBRID_MD.read_text(encoding="utf-8")
+    specs = re.findall(r"--fusion ([a-z_=0-9.,]+)", text)
+    assert len(specs) >= 3
+    for spec in specs:
+        assert not Fusion.from_spec(spec).signals
