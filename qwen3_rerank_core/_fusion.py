@@ -155,6 +155,13 @@ class Fusion:
             raise ValueError(f"Fusion rrf_k must be >= 0, got {self.rrf_k!r}")
         set_(self, "rrf_k", rrf_k)
 
+    def __reduce__(self) -> tuple[type[Fusion], tuple[object, ...]]:
+        # pickle, copy and deepcopy (a mappingproxy cannot be pickled)
+        return (
+            type(self),
+            (self.relevance, self.first_stage, dict(self.signals), self.mode, self.rrf_k),
+        )
+
     def __hash__(self) -> int:
         return hash(
             (self.relevance, self.first_stage, tuple(self.signals.items()), self.mode, self.rrf_k)

@@ -152,6 +152,15 @@ def test_spec_round_trip_and_errors() -> None:
         assert needle in str(info.value), (spec, str(info.value))
 
 
+def test_fusion_pickles_and_copies() -> None:
+    import pickle
+
+    fusion = Fusion(relevance=0.6, first_stage=0.3, signals={"new": 0.1}, mode="rank", rrf_k=5)
+    for clone in (pickle.loads(pickle.dumps(fusion)), copy.copy(fusion), copy.deepcopy(fusion)):
+        assert clone == fusion and clone.spec == fusion.spec
+        assert isinstance(clone, Fusion)
+
+
 def test_fusion_config_is_frozen_and_copies_the_weights() -> None:
     weights = {"new": 0.1}
     fusion = Fusion(signals=weights)
