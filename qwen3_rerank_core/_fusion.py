@@ -51,6 +51,7 @@ Example::
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -283,13 +284,17 @@ def _min_max(scores: Sequence[float]) -> tuple[float, ...]:
     low, high = min(scores), max(scores)
     if high == low:
         return tuple(1.0 for _ in scores)
+    if not math.isfinite(high - low):  # e.g. -1e308 and 1e308: halve to stay finite
+        return tuple((s / 2 - low / 2) / (high / 2 - low / 2) for s in scores)
     return tuple((s - low) / (high - low) for s in scores)
 
 
 def _rrf(scores: Sequence[float] | None, n: int, k: float) -> tuple[float, ...]:
     if scores is None:
         return tuple(1.0 / (k + rank) for rank in range(1, n + 1))
-    return tuple(1.0 / (k + 1 + sum(1 for t in scores if t > s)) for s in scores)
+    ascending = sorted(scores)
+    # rank = 1 + the number of strictly higher scores (ties share a rank)
+    return tuple(1.0 / (k + 1 + n - bisect.bisect_right(ascending, s)) for s in scores)
 
 
 def _first_stage_term(fusion: Fusion, n: int, first_stage_scores: object) -> tuple[float, ...]:

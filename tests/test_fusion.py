@@ -126,6 +126,11 @@ def test_min_max_constant_scores_give_one_and_rrf_ranks_are_one_based() -> None:
     assert [f.first_stage for f in out] == [1 / 3, 1 / 1, 1 / 3, 1 / 2]  # ranks 3, 1, 3, 2
 
 
+def test_min_max_of_extreme_scores_stays_finite() -> None:
+    out = fuse(Fusion(first_stage=1.0), [0.5, 0.5, 0.5], first_stage_scores=[-1e308, 0.0, 1e308])
+    assert [f.first_stage for f in out] == [0.0, 0.5, 1.0]
+
+
 def test_default_fusion_is_the_plain_score() -> None:
     relevance = [0.3, 0.9, 0.3, 0.1]
     assert [f.fused for f in fuse(Fusion(), relevance)] == relevance
