@@ -121,6 +121,8 @@ candidates are reranked once per --instruction and every run is scored by
 ir-measures on the same candidates (so R@depth is the same on every row).
 --instruction may be repeated to compare instructions side by side;
 "--instruction default" stands for the built-in web-search instruction.
+Each --fusion SPEC adds, per instruction, a row ranked by the fused score of
+p(yes) and the first-stage scores (docs/hybrid.md has the formula).
 Needs: pip install "qwen3-rerank-core[eval]".
 
 examples:
@@ -510,7 +512,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if text is not None and not text.strip():
             raise UsageError("--instruction must not be empty")
         instructions.append(DEFAULT_INSTRUCTION if text == "default" else text)
-    fusions = _eval.check_fusions([Fusion.from_spec(spec) for spec in args.fusion or []])
+    fusions = _eval.check_fusions([Fusion.from_spec(text) for text in args.fusion or []])
     stopwords = None if args.bm25_stopwords.lower() in ("none", "") else args.bm25_stopwords
     dataset = _eval.load_beir(args.data, split=args.split).subset(args.max_queries)
     run = _eval.read_run(args.run) if args.run else None
