@@ -30,12 +30,15 @@ from ._errors import (
     RemoteStatusError,
     RemoteTimeoutError,
 )
+from ._fusion import FusedScore, Fusion, boost, fuse, recency_decay
 from ._prompt import DEFAULT_INSTRUCTION
 from ._reranker import Qwen3Reranker, RerankResult
 
 __all__ = [
     "DEFAULT_INSTRUCTION",
     "DEFAULT_MODEL",
+    "FusedScore",
+    "Fusion",
     "InvalidResponseError",
     "MissingDependencyError",
     "ModelLoadError",
@@ -48,6 +51,9 @@ __all__ = [
     "RerankConfig",
     "RerankResult",
     "__version__",
+    "boost",
+    "fuse",
+    "recency_decay",
 ]
 
 __version__ = "0.1.0"

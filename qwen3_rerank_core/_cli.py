@@ -122,6 +122,8 @@ candidates are reranked once per --instruction and every run is scored by
 ir-measures on the same candidates (so R@depth is the same on every row).
 --instruction may be repeated to compare instructions side by side;
 "--instruction default" stands for the built-in web-search instruction.
+Each --fusion SPEC adds, per instruction, a row ranked by the fused score of
+p(yes) and the first-stage scores (docs/hybrid.md has the formula).
 Needs: pip install "qwen3-rerank-core[eval]".
 
 examples:
@@ -131,6 +133,8 @@ examples:
       --instruction "Given a legal question, retrieve statutes and cases that answer it"
   {PROG} eval examples/data --metrics nDCG@10,RR@10,R@5 --format markdown
   {PROG} eval examples/data --save-runs runs/   # TREC runs of every row, for bad cases
+  {PROG} eval examples/data --fusion relevance=0.7,first_stage=0.3 \\
+      --fusion relevance=0.5,first_stage=0.5   # reranker + BM25 fused, side by side
 """
 
 _VLLM_EPILOG = f"""\
@@ -308,6 +312,14 @@ def _add_eval_command(sub: argparse._SubParsersAction[_Parser]) -> None:
         action="append",
         default=None,
         help='instruction to compare (repeatable; "default": the built-in one)',
+    )
+    p.add_argument(
+        "--fusion",
+        action="append",
+        default=None,
+        metavar="SPEC",
+        help='fused ranking to compare, e.g. "relevance=0.7,first_stage=0.3[,mode=rank,k=60]" '
+        "(repeatable; a row per instruction; see docs/hybrid.md)",
     )
     p.add_argument(
         "--metrics",
@@ -517,6 +529,7 @@ def _cmd_rerank(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from . import _eval
+    from ._fusion import Fusion
 
     spec = args.metrics or f"nDCG@10,RR@10,R@10,R@{args.depth}"
     measures = list(dict.fromkeys(m.strip() for m in spec.split(",") if m.strip()))
@@ -526,6 +539,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if text is not None and not text.strip():
             raise UsageError("--instruction must not be empty")
         instructions.append(DEFAULT_INSTRUCTION if text == "default" else text)
+    fusions = _eval.check_fusions([Fusion.from_spec(text) for text in args.fusion or []])
     stopwords = None if args.bm25_stopwords.lower() in ("none", "") else args.bm25_stopwords
     dataset = _eval.load_beir(args.data, split=args.split).subset(args.max_queries)
     run = _eval.read_run(args.run) if args.run else None
@@ -540,6 +554,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             measures=measures,
             bm25_stopwords=stopwords,
             save_runs=args.save_runs,
+            fusions=fusions,
         )
     if args.format == "json":
         sys.stdout.write(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) + "\n")

@@ -2,7 +2,9 @@
 
 This module reads the data, runs the first stage (a TREC run file, or BM25 from
 the ``bm25s`` library), reranks its top candidates with a
-:class:`~qwen3_rerank_core.Qwen3Reranker` (once per instruction) and hands
+:class:`~qwen3_rerank_core.Qwen3Reranker` (once per instruction), optionally
+fuses each reranking with the first-stage scores under several
+:class:`~qwen3_rerank_core.Fusion` settings (``docs/hybrid.md``), and hands
 every run to ``ir_measures``, which computes the metrics. No metric is computed
 here. It backs ``qwen3-rerank eval`` and needs the ``eval`` extra::
 
@@ -19,12 +21,13 @@ import csv
 import importlib
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._errors import MissingDependencyError
+from ._fusion import Fusion, fuse
 from ._prompt import DEFAULT_INSTRUCTION
 
 if TYPE_CHECKING:
@@ -35,10 +38,14 @@ __all__ = [
     "BeirDataset",
     "EvalReport",
     "EvalRow",
+    "FirstStage",
     "Run",
     "bm25_run",
+    "check_fusions",
     "evaluate",
+    "first_stage",
     "format_report",
+    "fusion_run",
     "load_beir",
     "parse_measures",
     "read_run",
@@ -299,6 +306,37 @@ def rerank_run(
     }
 
 
+def check_fusions(fusions: Sequence[Fusion]) -> list[Fusion]:
+    """The fusion settings of an evaluation: ``Fusion`` objects without signals.
+
+    Evaluation has the reranker's p(yes) and the first-stage scores, no caller signals.
+    """
+    out = []
+    for i, fusion in enumerate(fusions):
+        if not isinstance(fusion, Fusion):
+            raise TypeError(f"fusions[{i}] must be a Fusion, got {type(fusion).__name__}")
+        if fusion.signals:
+            raise ValueError(
+                f"fusion {fusion.spec!r}: eval has no signals, only relevance and first_stage"
+            )
+        out.append(fusion)
+    return out
+
+
+def fusion_run(first: Run, reranked: Run, candidates: dict[str, list[str]], fusion: Fusion) -> Run:
+    """The fused score of each candidate: p(yes) from ``reranked``, first-stage scores from
+    ``first``, candidates in first-stage order (the rank of ``mode="rank"``)."""
+    out: Run = {}
+    for qid, docs in candidates.items():
+        fused = fuse(
+            fusion,
+            [reranked[qid][d] for d in docs],
+            first_stage_scores=[first[qid][d] for d in docs],
+        )
+        out[qid] = {d: f.fused for d, f in zip(docs, fused, strict=True)}
+    return out
+
+
 # ------------------------------------------------------------------- metrics
 def parse_measures(names: Sequence[str]) -> list[Any]:
     """``ir_measures`` measures from their names (``"nDCG@10"``, ``"RR@10"``, ``"R@100"``, ...)."""
@@ -336,11 +374,13 @@ def display_name(measure: str) -> str:
 # -------------------------------------------------------------------- report
 @dataclass(frozen=True)
 class EvalRow:
-    """One system: the first stage, or the reranker with one instruction."""
+    """One system: the first stage, the reranker with one instruction, or its fusion."""
 
     system: str
     instruction: str | None
     values: dict[str, float]
+    fusion: str | None = None
+    """The :attr:`Fusion.spec` of a fused row; ``None`` for the others."""
 
 
 @dataclass(frozen=True)
@@ -370,37 +410,36 @@ class EvalReport:
             "measures": list(self.measures),
             "rows": [
                 {"system": r.system, "instruction": r.instruction, "values": dict(r.values)}
+                | ({} if r.fusion is None else {"fusion": r.fusion})
                 for r in self.rows
             ],
         }
 
 
-def run_eval(
-    reranker: Qwen3Reranker,
+@dataclass(frozen=True)
+class FirstStage:
+    """The first stage of an evaluation, restricted to the candidates that are reranked."""
+
+    name: str
+    candidates: dict[str, list[str]]
+    """Query id -> the top-``depth`` document ids, in first-stage order."""
+    run: Run
+    """The first-stage scores of those candidates."""
+
+
+def first_stage(
     dataset: BeirDataset,
+    run: Run | None,
     *,
-    instructions: Sequence[str | None] = (None,),
-    run: Run | None = None,
     run_name: str = "run",
     depth: int = 100,
-    measures: Sequence[str] = DEFAULT_MEASURES,
     bm25_stopwords: str | None = "en",
-    save_runs: str | Path | None = None,
-) -> EvalReport:
-    """Evaluate the first stage (``run``, or BM25) and its reranking with each instruction.
-
-    Both are evaluated on the same top-``depth`` candidates of the first stage,
-    so recall at ``depth`` is the same for all rows: the reranker only reorders.
-    ``None`` in ``instructions`` means the reranker's default instruction.
-    """
-    parsed = parse_measures(measures)
-    if not instructions:
-        raise ValueError("instructions must not be empty")
+) -> FirstStage:
+    """The top-``depth`` candidates of ``run`` (or of BM25 when ``run`` is ``None``)."""
     if run is None:
-        first_name = "bm25"
-        run = bm25_run(dataset, depth=depth, stopwords=bm25_stopwords)
+        name, run = "bm25", bm25_run(dataset, depth=depth, stopwords=bm25_stopwords)
     else:
-        first_name = run_name
+        name = run_name
     query_ids = list(dataset.queries)
     absent = [q for q in query_ids if not run.get(q)]
     if absent:
@@ -416,34 +455,85 @@ def run_eval(
             sorted(unknown)[0],
         )
         candidates = {q: [d for d in docs if d in dataset.corpus] for q, docs in candidates.items()}
-    first = {q: {d: run[q][d] for d in docs} for q, docs in candidates.items()}
+    scores = {q: {d: run[q][d] for d in docs} for q, docs in candidates.items()}
+    return FirstStage(name, candidates, scores)
 
+
+def _reranked_rows(
+    reranker: Qwen3Reranker,
+    dataset: BeirDataset,
+    first: FirstStage,
+    instructions: Sequence[str | None],
+    fusions: Sequence[Fusion],
+    score: Callable[[Run], dict[str, float]],
+    save: Callable[[Run, str, str], None],
+) -> list[EvalRow]:
+    """Per instruction: the reranked row, then one row per fusion of its scores."""
+    rows = []
+    for i, instruction in enumerate(instructions, start=1):
+        logger.info(
+            "reranking %d queries with instruction %d/%d",
+            len(first.candidates),
+            i,
+            len(instructions),
+        )
+        reranked = rerank_run(reranker, dataset, first.candidates, instruction=instruction)
+        save(reranked, f"reranked_{i}.trec", f"qwen3-rerank-{i}")
+        shown = instruction if instruction is not None else reranker.default_instruction
+        rows.append(EvalRow(f"reranked [{i}]", shown, score(reranked)))
+        for j, fusion in enumerate(fusions, start=1):
+            fused = fusion_run(first.run, reranked, first.candidates, fusion)
+            save(fused, f"fused_{i}_{j}.trec", f"qwen3-rerank-{i}-fusion-{j}")
+            rows.append(EvalRow(f"fused [{i}.{j}]", shown, score(fused), fusion.spec))
+    return rows
+
+
+def run_eval(
+    reranker: Qwen3Reranker,
+    dataset: BeirDataset,
+    *,
+    instructions: Sequence[str | None] = (None,),
+    run: Run | None = None,
+    run_name: str = "run",
+    depth: int = 100,
+    measures: Sequence[str] = DEFAULT_MEASURES,
+    bm25_stopwords: str | None = "en",
+    save_runs: str | Path | None = None,
+    fusions: Sequence[Fusion] = (),
+) -> EvalReport:
+    """Evaluate the first stage (``run``, or BM25) and its reranking with each instruction.
+
+    Both are evaluated on the same top-``depth`` candidates of the first stage,
+    so recall at ``depth`` is the same for all rows: the reranker only reorders.
+    ``None`` in ``instructions`` means the reranker's default instruction. Each of
+    ``fusions`` adds, per instruction, a row ranked by the fused score of the
+    reranker's p(yes) and the first-stage scores (``docs/hybrid.md``).
+    """
+    parsed = parse_measures(measures)
+    if not instructions:
+        raise ValueError("instructions must not be empty")
+    fusions = check_fusions(fusions)
+    first = first_stage(dataset, run, run_name=run_name, depth=depth, bm25_stopwords=bm25_stopwords)
     out_dir = Path(save_runs) if save_runs is not None else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_run(first, out_dir / "first_stage.trec", tag=first_name)
 
-    rows = [EvalRow(f"{first_name} (first stage)", None, evaluate(dataset.qrels, first, parsed))]
-    for i, instruction in enumerate(instructions, start=1):
-        logger.info(
-            "reranking %d queries with instruction %d/%d", len(candidates), i, len(instructions)
-        )
-        reranked = rerank_run(reranker, dataset, candidates, instruction=instruction)
+    def save(result: Run, name: str, tag: str) -> None:
         if out_dir is not None:
-            write_run(reranked, out_dir / f"reranked_{i}.trec", tag=f"qwen3-rerank-{i}")
-        rows.append(
-            EvalRow(
-                f"reranked [{i}]",
-                instruction if instruction is not None else reranker.default_instruction,
-                evaluate(dataset.qrels, reranked, parsed),
-            )
-        )
+            write_run(result, out_dir / name, tag=tag)
+
+    def score(result: Run) -> dict[str, float]:
+        return evaluate(dataset.qrels, result, parsed)
+
+    save(first.run, "first_stage.trec", first.name)
+    rows = [EvalRow(f"{first.name} (first stage)", None, score(first.run))]
+    rows += _reranked_rows(reranker, dataset, first, instructions, fusions, score, save)
     return EvalReport(
         dataset=str(dataset.path),
         split=dataset.split,
-        num_queries=len(query_ids),
+        num_queries=len(dataset.queries),
         num_documents=len(dataset.corpus),
-        first_stage=first_name,
+        first_stage=first.name,
         depth=depth,
         model=reranker.config.model,
         measures=[str(m) for m in parsed],
@@ -454,13 +544,15 @@ def run_eval(
 def format_report(report: EvalReport, *, markdown: bool = False) -> str:
     """The report as an aligned text table (or a Markdown table) with a legend of instructions."""
     headers = ["system", *(display_name(m) for m in report.measures)]
+    fused = any(row.fusion is not None for row in report.rows)
     if markdown:
-        headers.append("instruction")
+        headers += ["instruction", "fusion"] if fused else ["instruction"]
     body: list[list[str]] = []
     for row in report.rows:
         cells = [row.system, *(f"{row.values[m]:.4f}" for m in report.measures)]
         if markdown:
             cells.append((row.instruction or "").replace("|", "\\|"))
+            cells += [row.fusion or ""] if fused else []
         body.append(cells)
     summary = (
         f"{report.dataset} ({report.split}): {report.num_queries} queries, "
@@ -487,7 +579,14 @@ def format_report(report: EvalReport, *, markdown: bool = False) -> str:
         ).rstrip()
 
     lines = [summary, "", fmt(headers), *(fmt(c) for c in body), ""]
-    for row in report.rows[1:]:
-        default = " (default)" if row.instruction == DEFAULT_INSTRUCTION else ""
-        lines.append(f"{row.system.removeprefix('reranked ')} {row.instruction}{default}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + [_legend(row, report.first_stage) for row in report.rows[1:]]) + "\n"
+
+
+def _legend(row: EvalRow, first_stage: str) -> str:
+    """``[1] <instruction>`` for a reranked row, ``[1.2] <fusion spec> ...`` for a fused one."""
+    label = row.system.split(" ", 1)[-1]
+    if row.fusion is not None:
+        of = label.split(".", 1)[0] + "]"
+        return f"{label} fusion {row.fusion} of {of} and {first_stage}"
+    default = " (default)" if row.instruction == DEFAULT_INSTRUCTION else ""
+    return f"{label} {row.instruction}{default}"

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from ._backends import Backend, Group, create_backend
 from ._config import RerankConfig
+from ._fusion import FusedScore, Fusion, FusionInputs, prepare_call, prepare_fusion_many
 from ._prompt import DEFAULT_INSTRUCTION
 from ._validation import (
     _preview,
@@ -42,6 +43,14 @@ class RerankResult:
     document: str
     """The caller's document string (the same object, never a truncated copy), as it was
     when the call started."""
+    fusion: FusedScore | None = None
+    """With ``fusion=``: the fused score and its parts (results are ordered by
+    ``fusion.fused``); ``None`` otherwise (results are ordered by ``score``)."""
+
+    @property
+    def fused_score(self) -> float:
+        """The score the results are ordered by: ``fusion.fused``, or ``score`` without fusion."""
+        return self.score if self.fusion is None else self.fusion.fused
 
 
 def rank(
@@ -50,10 +59,16 @@ def rank(
     *,
     top_n: int | None = None,
     min_score: float | None = None,
+    fusion: FusionInputs | None = None,
 ) -> list[RerankResult]:
-    """Sort by score descending (ties: lower input index first), then apply ``min_score``/``top_n``."""
-    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-    results = [RerankResult(i, scores[i], documents[i]) for i in order]
+    """Sort by score (or fused score) descending (ties: lower input index first), then
+    apply ``min_score`` (on the score, p(yes)) and ``top_n``."""
+    if fusion is None:
+        order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+        results = [RerankResult(i, scores[i], documents[i]) for i in order]
+    else:
+        order, fused = fusion.order(scores)
+        results = [RerankResult(i, scores[i], documents[i], fused[i]) for i in order]
     if min_score is not None:
         results = [r for r in results if r.score >= min_score]
     if top_n is not None:
@@ -67,20 +82,40 @@ class RankOptions(TypedDict, total=False):
     top_n: int | None
     """Keep the best ``top_n`` results (``None``: all)."""
     min_score: float | None
-    """Drop results scoring below it (``None``: keep all)."""
+    """Drop results whose p(yes) is below it (``None``: keep all)."""
     instruction: str | None
     """Task instruction for this call (``None``: the configured one)."""
+    fusion: Fusion | None
+    """Hybrid ranking: order by the fused score of ``docs/hybrid.md`` (``None``: by p(yes))."""
+    first_stage_scores: Sequence[float] | None
+    """With ``fusion``: one first-stage score per document (``None``: the input order is the rank)."""
+    signals: Mapping[str, Sequence[float | bool]] | None
+    """With ``fusion``: named caller signals, one value per document."""
 
 
-def _rank_options(
-    options: Mapping[str, object], method: str
-) -> tuple[int | None, float | None, object]:
-    """``top_n``, ``min_score`` (checked) and ``instruction`` from a call's keywords."""
+@dataclass(frozen=True, slots=True)
+class _RankCall:
+    """A ``rerank`` call's checked options: what to rank and how."""
+
+    groups: list[Group]
+    instruction: str
+    top_n: int | None
+    min_score: float | None
+    fusion: FusionInputs | None
+
+    def ranked(self, scores: Sequence[float]) -> list[RerankResult]:
+        # Rank the validated snapshot, not the caller's list: it may change while the
+        # model runs (another thread or task), which must not misalign results.
+        documents = self.groups[0][1]
+        return rank(
+            scores, documents, top_n=self.top_n, min_score=self.min_score, fusion=self.fusion
+        )
+
+
+def _check_rank_options(options: Mapping[str, object], method: str) -> None:
     unknown = sorted(set(options) - set(RankOptions.__annotations__))
     if unknown:
         raise TypeError(f"{method}() got unexpected keyword argument(s): {', '.join(unknown)}")
-    top_n = check_top_n(options.get("top_n"))
-    return top_n, check_min_score(options.get("min_score")), options.get("instruction")
 
 
 class Qwen3Reranker:
@@ -299,22 +334,38 @@ class Qwen3Reranker:
 
         Keywords (:class:`RankOptions`): ``min_score`` drops results below it, then
         ``top_n`` keeps the first ones; ``instruction`` overrides the configured one.
+
+        Hybrid ranking: with ``fusion=Fusion(...)``, results are ordered by the fused
+        score of ``docs/hybrid.md`` (in ``result.fusion``; ``result.score`` stays
+        p(yes) and ``min_score`` applies to it); ``first_stage_scores`` (one per
+        document; without them the input order is the first-stage rank) and
+        ``signals`` (name -> one value per document) are its inputs.
         """
-        top_n, min_score, instruction = _rank_options(options, "rerank")
-        groups, instr = self._prepare([(query, documents)], instruction)
-        scores = self._run(groups, instr)[0]
-        # Rank the validated snapshot, not ``documents``: the caller's list may change
-        # while the model runs (another thread or task), which must not misalign results.
-        return rank(scores, groups[0][1], top_n=top_n, min_score=min_score)
+        call = self._rank_call(query, documents, options, "rerank")
+        return call.ranked(self._run(call.groups, call.instruction)[0])
 
     async def arerank(
         self, query: str, documents: Sequence[str], **options: Unpack[RankOptions]
     ) -> list[RerankResult]:
         """Async :meth:`rerank`; never blocks the event loop."""
-        top_n, min_score, instruction = _rank_options(options, "arerank")
-        groups, instr = self._prepare([(query, documents)], instruction)
-        scores = (await self._arun(groups, instr))[0]
-        return rank(scores, groups[0][1], top_n=top_n, min_score=min_score)
+        call = self._rank_call(query, documents, options, "arerank")
+        return call.ranked((await self._arun(call.groups, call.instruction))[0])
+
+    def _rank_call(
+        self, query: str, documents: Sequence[str], options: RankOptions, method: str
+    ) -> _RankCall:
+        """Check a ``rerank``/``arerank`` call's inputs and options, before any scoring."""
+        _check_rank_options(options, method)
+        top_n = check_top_n(options.get("top_n"))
+        min_score = check_min_score(options.get("min_score"))
+        groups, instr = self._prepare([(query, documents)], options.get("instruction"))
+        fused = prepare_call(
+            options.get("fusion"),
+            len(groups[0][1]),
+            options.get("first_stage_scores"),
+            options.get("signals"),
+        )
+        return _RankCall(groups, instr, top_n, min_score, fused)
 
     def score_many(
         self,
@@ -343,12 +394,20 @@ class Qwen3Reranker:
         top_n: int | None = None,
         min_score: float | None = None,
         instruction: str | None = None,
+        fusion: Fusion | None = None,
+        first_stage_scores: Sequence[Sequence[float] | None] | None = None,
+        signals: Sequence[Mapping[str, Sequence[float | bool]] | None] | None = None,
     ) -> list[list[RerankResult]]:
-        """:meth:`rerank` for several ``(query, documents)`` pairs, batched across queries."""
+        """:meth:`rerank` for several ``(query, documents)`` pairs, batched across queries.
+
+        With ``fusion=``, ``first_stage_scores`` and ``signals`` hold one entry per item.
+        """
         top_n, min_score = check_top_n(top_n), check_min_score(min_score)
         groups, instr = self._prepare(self._check_items(items), instruction)
+        sizes = [len(docs) for _, docs in groups]
+        fused = prepare_fusion_many(fusion, sizes, first_stage_scores, signals)
         all_scores = self._run(groups, instr)
         return [
-            rank(scores, docs, top_n=top_n, min_score=min_score)
-            for scores, (_, docs) in zip(all_scores, groups, strict=True)
+            rank(scores, docs, top_n=top_n, min_score=min_score, fusion=f)
+            for scores, (_, docs), f in zip(all_scores, groups, fused, strict=True)
         ]

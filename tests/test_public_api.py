@@ -13,6 +13,8 @@ def test_all_is_fixed() -> None:
         [
             "DEFAULT_INSTRUCTION",
             "DEFAULT_MODEL",
+            "FusedScore",
+            "Fusion",
             "InvalidResponseError",
             "MissingDependencyError",
             "ModelLoadError",
@@ -25,6 +27,9 @@ def test_all_is_fixed() -> None:
             "RerankConfig",
             "RerankResult",
             "__version__",
+            "boost",
+            "fuse",
+            "recency_decay",
         ]
     )
     for name in qwen3_rerank_core.__all__:
