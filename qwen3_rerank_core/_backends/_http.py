@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from .._errors import (
@@ -50,7 +50,6 @@ __all__ = [
     "Pause",
     "Program",
     "ReplicaPool",
-    "ReplyOutcome",
     "Retry",
     "RetryPolicy",
     "Send",
@@ -208,8 +207,13 @@ def reply_outcome(
     url: str,
     *,
     secrets: Sequence[str] = (),
+    explain: Callable[[RemoteStatusError], RemoteStatusError] | None = None,
 ) -> Outcome:
-    """Classify an HTTP answer: parsed value, retryable error or fatal error."""
+    """Classify an HTTP answer: parsed value, retryable error or fatal error.
+
+    ``secrets`` are blanked out of every message; ``explain`` may add a server
+    API's advice to a fatal status error (see ``_vllm_api.py``).
+    """
     where = redact_url(url)
     if 200 <= status < 300:
         try:
@@ -232,22 +236,7 @@ def reply_outcome(
     if status in RETRY_STATUSES:
         retry_after = parse_retry_after(_header(headers, "retry-after"))
         return Retry(error, retry_after=retry_after)
-    return Fail(error)
-
-
-class ReplyOutcome(Protocol):
-    """The signature of :func:`reply_outcome` (an API module may add its own hints)."""
-
-    def __call__(
-        self,
-        call: Call[Any],
-        status: int,
-        headers: Mapping[str, str],
-        content: bytes,
-        url: str,
-        *,
-        secrets: Sequence[str] = (),
-    ) -> Outcome: ...
+    return Fail(error if explain is None else explain(error))
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:

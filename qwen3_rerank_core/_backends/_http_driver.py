@@ -17,20 +17,19 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any, Protocol, TypeVar
 
 import httpx
 
-from .._errors import RemoteError
+from .._errors import RemoteError, RemoteStatusError
 from ._http import (
     Call,
     Outcome,
     Pause,
     Program,
     ReplicaPool,
-    ReplyOutcome,
     Retry,
     RetryPolicy,
     Send,
@@ -62,8 +61,8 @@ class HttpDriver:
     ``transport`` replaces the HTTP transport of both the sync and the async
     client (e.g. ``httpx.MockTransport`` in tests); ``http_client`` /
     ``async_http_client`` replace the clients themselves (the driver then does
-    not close them). ``reply`` classifies answers (an API module may add its
-    hints to :func:`~._http.reply_outcome`).
+    not close them). ``explain`` adds a server API's advice to fatal status
+    errors (see :func:`~._http.reply_outcome`).
     """
 
     def __init__(
@@ -75,7 +74,7 @@ class HttpDriver:
         max_concurrency: int,
         api_key: str | None = None,
         user_agent: str,
-        reply: ReplyOutcome = reply_outcome,
+        explain: Callable[[RemoteStatusError], RemoteStatusError] | None = None,
         transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
         http_client: httpx.Client | None = None,
         async_http_client: httpx.AsyncClient | None = None,
@@ -86,7 +85,7 @@ class HttpDriver:
         self._max_concurrency = max_concurrency
         self._api_key = api_key
         self._user_agent = user_agent
-        self._reply = reply
+        self._explain = explain
         self._transport = transport
         self._client = http_client
         self._own_client = http_client is None
@@ -289,9 +288,14 @@ class HttpDriver:
     def _outcome(
         self, call: Call[Any], response: httpx.Response, content: bytes, url: str
     ) -> Outcome:
-        secrets = (self._api_key,) if self._api_key else ()
-        return self._reply(
-            call, response.status_code, response.headers, content, url, secrets=secrets
+        return reply_outcome(
+            call,
+            response.status_code,
+            response.headers,
+            content,
+            url,
+            secrets=(self._api_key,) if self._api_key else (),
+            explain=self._explain,
         )
 
 

@@ -90,7 +90,7 @@ class RemoteBackend(Backend):
             max_concurrency=config.max_concurrency,
             api_key=config.api_key,
             user_agent=_USER_AGENT,
-            reply=_vllm_api.reply_outcome,
+            explain=_vllm_api.explain,
             transport=transport,
             http_client=http_client,
             async_http_client=async_http_client,

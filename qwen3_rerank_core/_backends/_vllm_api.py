@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from .._errors import InvalidResponseError, RemoteStatusError
-from ._http import Call, Fail, Outcome
+from ._http import Call
 from ._http import reply_outcome as http_reply_outcome
 from ._vllm import HF_OVERRIDES
 
@@ -35,10 +35,13 @@ __all__ = [
     "Tokenized",
     "VLLMApi",
     "api_root",
+    "explain",
     "parse_score_list",
     "parse_tokens",
     "reply_outcome",
 ]
+
+T = TypeVar("T")
 
 #: What to check when a server's scores are not one probability per prompt.
 SERVER_HINT = (
@@ -61,25 +64,15 @@ def api_root(url: str) -> str:
     return url
 
 
-def reply_outcome(
-    call: Call[Any],
-    status: int,
-    headers: Mapping[str, str],
-    content: bytes,
-    url: str,
-    *,
-    secrets: Sequence[str] = (),
-) -> Outcome:
-    """:func:`~._http.reply_outcome`, with the fix added to vLLM's context-length error."""
-    outcome = http_reply_outcome(call, status, headers, content, url, secrets=secrets)
-    error = outcome.error if isinstance(outcome, Fail) else None
-    if (
-        isinstance(error, RemoteStatusError)
-        and error.status_code == 400
-        and "maximum context length" in error.message
-    ):
-        return Fail(RemoteStatusError(400, error.message + _CONTEXT_HINT, url=error.url))
-    return outcome
+def explain(error: RemoteStatusError) -> RemoteStatusError:
+    """``error`` with vLLM's advice added (to a "maximum context length" error)."""
+    if error.status_code == 400 and "maximum context length" in error.message:
+        return RemoteStatusError(400, error.message + _CONTEXT_HINT, url=error.url)
+    return error
+
+
+#: :func:`~._http.reply_outcome` for a vLLM server's answers (with :func:`explain`).
+reply_outcome = partial(http_reply_outcome, explain=explain)
 
 
 @dataclass(frozen=True)
@@ -98,8 +91,13 @@ class VLLMApi:
     model: str
 
     def _call(
-        self, path: str, payload: dict[str, Any], parse: Any, what: str, count: int = 0
-    ) -> Call[Any]:
+        self,
+        path: str,
+        payload: dict[str, Any],
+        parse: Callable[[Any], T],
+        what: str,
+        count: int = 0,
+    ) -> Call[T]:
         return Call(path, {"model": self.model, **payload}, parse, what, count)
 
     def tokenize(self, text: str) -> Call[Tokenized]:
