@@ -38,6 +38,7 @@ __all__ = [
     "YES_TOKEN",
     "EncodedGroup",
     "PromptEncoder",
+    "TokenTemplate",
     "format_body",
     "format_head",
     "format_prompt",
@@ -193,6 +194,69 @@ class EncodedGroup:
         return self.shared + self.tails[i]
 
 
+@dataclass(frozen=True)
+class TokenTemplate:
+    """The prompt template as token ids, and the rule that cuts prompts to ``max_length``.
+
+    It needs no tokenizer: ``prefix_ids`` and ``suffix_ids`` are the ids of
+    :data:`PREFIX` and :data:`SUFFIX` however they were obtained (a local
+    tokenizer in :class:`PromptEncoder`, a server's ``/tokenize`` for the remote
+    backend). Raises :class:`ValueError` when the template alone leaves no room
+    for a body within ``max_length``.
+
+    Example::
+
+        >>> template = TokenTemplate((1, 2), (3,), max_length=8)
+        >>> template.body_budget
+        5
+        >>> group = template.cut_group([10, 11], [[10, 11, 12, 13, 14, 15]])
+        >>> group.full(0)
+        [1, 2, 10, 11, 12, 13, 14, 3]
+    """
+
+    prefix_ids: tuple[int, ...]
+    suffix_ids: tuple[int, ...]
+    max_length: int
+
+    def __post_init__(self) -> None:
+        if self.body_budget < 1:
+            raise ValueError(
+                f"max_length={self.max_length} is too small: the prompt template alone "
+                f"takes {len(self.prefix_ids) + len(self.suffix_ids)} tokens"
+            )
+
+    @property
+    def body_budget(self) -> int:
+        """Tokens left for the body (instruction + query + document)."""
+        return self.max_length - len(self.prefix_ids) - len(self.suffix_ids)
+
+    def check_head(self, head: Sequence[int]) -> None:
+        """Raise :class:`ValueError` when ``head`` leaves no room for a document."""
+        # At least one token must be left for the document itself.
+        if len(head) + 1 > self.body_budget:
+            raise ValueError(
+                f"instruction and query take {len(head)} tokens and the template "
+                f"{len(self.prefix_ids) + len(self.suffix_ids)} more, which leaves no "
+                f"room for a document within max_length={self.max_length}; "
+                "shorten the query or instruction, or raise max_length"
+            )
+
+    def cut_group(self, head: Sequence[int], bodies: Sequence[Sequence[int]]) -> EncodedGroup:
+        """One query's prompts from the ids of its head and of each body (head included).
+
+        Each body is cut at its end to :attr:`body_budget` tokens, which cuts
+        the document and nothing else.
+        """
+        self.check_head(head)
+        n_head = len(head)
+        tails = []
+        for body in bodies:
+            if list(body[:n_head]) != list(head):  # pragma: no cover - the tokenizer's regex
+                raise RuntimeError("internal error: the tokenized head is not a prefix of the body")
+            tails.append([*body[n_head : self.body_budget], *self.suffix_ids])
+        return EncodedGroup(shared=[*self.prefix_ids, *head], tails=tails)
+
+
 class PromptEncoder:
     """Turns (instruction, query, documents) into truncated token-id prompts.
 
@@ -226,15 +290,12 @@ class PromptEncoder:
         self.yes_id = self._lookup(token_id, YES_TOKEN)
         self.no_id = self._lookup(token_id, NO_TOKEN)
         prefix_ids, suffix_ids = encode([PREFIX, SUFFIX])
+        #: The template's ids and the cut rule (raises when the template alone does not fit).
+        self.template = TokenTemplate(tuple(prefix_ids), tuple(suffix_ids), max_length=max_length)
         self.prefix_ids: list[int] = list(prefix_ids)
         self.suffix_ids: list[int] = list(suffix_ids)
         #: Tokens left for the body (instruction + query + document).
-        self.body_budget = max_length - len(self.prefix_ids) - len(self.suffix_ids)
-        if self.body_budget < 1:
-            raise ValueError(
-                f"max_length={max_length} is too small: the prompt template alone "
-                f"takes {len(self.prefix_ids) + len(self.suffix_ids)} tokens"
-            )
+        self.body_budget = self.template.body_budget
 
     @staticmethod
     def _lookup(token_id: Callable[[str], int | None], token: str) -> int:
@@ -284,27 +345,14 @@ class PromptEncoder:
     def encode_head(self, instruction: str, query: str) -> list[int]:
         """Token ids of the head; raises if it leaves no room for a document."""
         head = self.encode_user([format_head(instruction, query)])[0]
-        # At least one token must be left for the document itself.
-        if len(head) + 1 > self.body_budget:
-            raise ValueError(
-                f"instruction and query take {len(head)} tokens and the template "
-                f"{len(self.prefix_ids) + len(self.suffix_ids)} more, which leaves no "
-                f"room for a document within max_length={self.max_length}; "
-                "shorten the query or instruction, or raise max_length"
-            )
+        self.template.check_head(head)
         return head
 
     def encode_group(self, instruction: str, query: str, documents: Sequence[str]) -> EncodedGroup:
         """Encode one query with its documents; documents too long are cut at their end."""
         head = self.encode_head(instruction, query)
         bodies = self.encode_user([format_body(instruction, query, d) for d in documents])
-        n_head = len(head)
-        tails = []
-        for body in bodies:
-            if body[:n_head] != head:  # pragma: no cover - guarded by the tokenizer's regex
-                raise RuntimeError("internal error: the tokenized head is not a prefix of the body")
-            tails.append(body[n_head : self.body_budget] + self.suffix_ids)
-        return EncodedGroup(shared=self.prefix_ids + head, tails=tails)
+        return self.template.cut_group(head, bodies)
 
     def encode_prompts(
         self, instruction: str, query: str, documents: Sequence[str]

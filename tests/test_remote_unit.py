@@ -31,9 +31,10 @@ from qwen3_rerank_core._backends._http import (
     RetryPolicy,
     parse_retry_after,
     redact_url,
-    reply_outcome,
 )
-from qwen3_rerank_core._backends._remote import RemoteBackend, token_bound
+from qwen3_rerank_core._backends._remote import RemoteBackend
+from qwen3_rerank_core._backends._remote_scoring import token_bound
+from qwen3_rerank_core._backends._vllm_api import reply_outcome
 from qwen3_rerank_core._config import RerankConfig
 from qwen3_rerank_core._errors import (
     InvalidResponseError,

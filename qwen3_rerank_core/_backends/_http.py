@@ -1,8 +1,8 @@
-"""Sans-I/O core of the remote backend: requests, replies, retries, replicas.
+"""Sans-I/O HTTP: requests, replies, retries and replicas, for any JSON API.
 
-Nothing here performs I/O or imports ``httpx``. The remote backend's sync and
-async drivers share all of it and differ only in how they send a request and
-how they sleep:
+Nothing here performs I/O, imports ``httpx`` or knows a server's API; the
+drivers in ``_http_driver.py`` send the requests and sleep, and API modules
+(``_vllm_api.py``) build the calls:
 
 * :class:`Call` describes one HTTP request and how to parse its JSON answer.
 * :func:`reply_outcome` turns a status/headers/body into a value, a retryable
@@ -10,8 +10,13 @@ how they sleep:
   that got no answer.
 * :class:`Attempts` is the retry state of one :class:`Call`: which replica to
   try next and, after each outcome, whether to stop, fail or wait and retry.
-* A *program* is a generator that yields lists of calls and receives their
-  results in the same order (see ``_remote.py``).
+* :func:`attempt_steps` is the one send pipeline of a call: it yields the
+  next step (:class:`Send` to a replica, or :class:`Pause` before a retry) and
+  receives its answer, so the sync and the async driver run the very same
+  retry logic and differ only in how they send and sleep.
+* A *program* (:data:`Program`) yields lists of calls and receives their
+  results in the same order; :func:`drive` and :func:`adrive` run a generator
+  of steps with a sync or an async executor.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -42,12 +47,15 @@ __all__ = [
     "Call",
     "Done",
     "Fail",
+    "Pause",
     "Program",
     "ReplicaPool",
     "Retry",
     "RetryPolicy",
-    "parse_score_list",
-    "parse_tokens",
+    "Send",
+    "adrive",
+    "attempt_steps",
+    "drive",
     "redact_url",
     "reply_outcome",
     "transport_outcome",
@@ -56,6 +64,8 @@ __all__ = [
 logger = logging.getLogger("qwen3_rerank_core.remote")
 
 T = TypeVar("T")
+S = TypeVar("S")
+R = TypeVar("R")
 
 #: HTTP statuses worth retrying: rate limited, or the server/proxy is struggling.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -197,8 +207,13 @@ def reply_outcome(
     url: str,
     *,
     secrets: Sequence[str] = (),
+    explain: Callable[[RemoteStatusError], RemoteStatusError] | None = None,
 ) -> Outcome:
-    """Classify an HTTP answer: parsed value, retryable error or fatal error."""
+    """Classify an HTTP answer: parsed value, retryable error or fatal error.
+
+    ``secrets`` are blanked out of every message; ``explain`` may add a server
+    API's advice to a fatal status error (see ``_vllm_api.py``).
+    """
     where = redact_url(url)
     if 200 <= status < 300:
         try:
@@ -221,13 +236,7 @@ def reply_outcome(
     if status in RETRY_STATUSES:
         retry_after = parse_retry_after(_header(headers, "retry-after"))
         return Retry(error, retry_after=retry_after)
-    if status == 400 and "maximum context length" in message:
-        error = RemoteStatusError(
-            status,
-            message + " (set max_length no larger than the server's --max-model-len)",
-            url=where,
-        )
-    return Fail(error)
+    return Fail(error if explain is None else explain(error))
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -388,85 +397,89 @@ def _too_long(error: RemoteError, retry_after: float, policy: RetryPolicy) -> Re
     return type(error)(f"{error}{note}")  # pragma: no cover - only statuses carry Retry-After
 
 
-# --------------------------------------------------------------------------- parsing
+# --------------------------------------------------------------------------- the pipeline
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+@dataclass(frozen=True)
+class Send:
+    """Step of a call's pipeline: send the call to ``url``; answer with its :data:`Outcome`."""
+
+    url: str
 
 
-def _probability(value: object, where: str) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise InvalidResponseError(f"{where} is not a number: {value!r}")
-    score = float(value)
-    if not math.isfinite(score):
-        raise InvalidResponseError(f"{where} is not finite: {value!r}")
-    if not 0.0 <= score <= 1.0:
-        raise InvalidResponseError(
-            f"{where} = {score!r} is not a probability; is the server started with "
-            "the Qwen3-Reranker --hf-overrides (see docs/remote_vllm.md)?"
-        )
-    return score
+@dataclass(frozen=True)
+class Pause:
+    """Step of a call's pipeline: wait ``seconds`` before the next attempt; answer ``None``.
 
-
-def parse_score_list(data: Any, n: int, *, score_key: str) -> list[float]:
-    """Scores from a vLLM ``/score`` (``score_key="score"``) or ``/classify``
-    (``score_key="probs"``) answer, in request order.
-
-    Raises :class:`InvalidResponseError` unless there is exactly one result per
-    input, the indices are unique and in range and every score is a finite
-    probability.
+    ``error`` is the failure being retried: a driver raises it when the call is
+    cancelled during the pause.
     """
-    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-        raise InvalidResponseError(
-            f"expected a JSON object with a 'data' list, got {_preview(data)}"
+
+    seconds: float
+    error: RemoteError
+
+
+#: The attempts of one call: yields :class:`Send` and :class:`Pause` steps,
+#: receives each step's answer and returns the call's parsed value (or raises).
+AttemptSteps = Generator[Send | Pause, Outcome | None, T]
+
+
+def attempt_steps(call: Call[T], policy: RetryPolicy, pool: ReplicaPool) -> AttemptSteps[T]:
+    """The send pipeline of ``call``: replicas, retries and their pauses, and the logs."""
+    attempts = Attempts(policy, pool)
+    while True:
+        url = attempts.next_url() + call.path
+        outcome = yield Send(url)
+        if outcome is None:  # pragma: no cover - a driver bug
+            raise TypeError("a Send step must be answered with its Outcome")
+        step = attempts.step(outcome)
+        if isinstance(step, Done):
+            value: T = step.value
+            return value
+        _log_failure(call, url, attempts, outcome, step)
+        if isinstance(step, Fail):
+            raise step.error
+        yield Pause(step.delay, step.error)
+
+
+def _log_failure(
+    call: Call[Any], url: str, attempts: Attempts, outcome: Outcome, step: Fail | Retry
+) -> None:
+    what, where = call.what or call.path, redact_url(url)
+    if isinstance(step, Retry):
+        logger.warning(
+            "%s %s failed (%s); %s in %.2fs",
+            what,
+            where,
+            step.error,
+            "trying another replica"
+            if step.failover
+            else f"retry {attempts.retries}/{attempts.policy.max_retries}",
+            step.delay,
         )
-    items = data["data"]
-    if len(items) != n:
-        raise InvalidResponseError(f"expected {n} results, got {len(items)}")
-    scores: list[float | None] = [None] * n
-    for item in items:
-        if not isinstance(item, dict):
-            raise InvalidResponseError(f"result is not an object: {_preview(item)}")
-        index = item.get("index")
-        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < n:
-            raise InvalidResponseError(f"result index {index!r} is not in 0..{n - 1}")
-        if scores[index] is not None:
-            raise InvalidResponseError(f"result index {index} appears twice")
-        value = item.get(score_key)
-        if score_key == "probs":
-            if not isinstance(value, list) or len(value) != 1:
-                raise InvalidResponseError(
-                    f"result {index}: expected 'probs' with exactly one value, got "
-                    f"{_preview(value)}; is the server started with the Qwen3-Reranker "
-                    "--hf-overrides (see docs/remote_vllm.md)?"
-                )
-            value = value[0]
-        scores[index] = _probability(value, f"score of result {index}")
-    return [s for s in scores if s is not None]
-
-
-def parse_tokens(data: Any) -> tuple[list[int], int | None]:
-    """Token ids and ``max_model_len`` from a vLLM ``/tokenize`` answer."""
-    tokens = data.get("tokens") if isinstance(data, dict) else None
-    if not isinstance(tokens, list) or not all(_is_int(t) and t >= 0 for t in tokens):
-        raise InvalidResponseError(
-            f"expected {{'tokens': [int, ...]}} from /tokenize, got {_preview(data)}"
+    elif isinstance(outcome, Retry) and attempts.attempts > 1:
+        logger.warning(
+            "%s %s failed after %d attempts: %s", what, where, attempts.attempts, step.error
         )
-    max_model_len = data.get("max_model_len")
-    return tokens, max_model_len if _is_int(max_model_len) and max_model_len > 0 else None
 
 
-def parse_detokenized(data: Any) -> str:
-    """The text of a vLLM ``/detokenize`` answer."""
-    prompt = data.get("prompt") if isinstance(data, dict) else None
-    if not isinstance(prompt, str):
-        raise InvalidResponseError(
-            f"expected {{'prompt': str}} from /detokenize, got {_preview(data)}"
-        )
-    return prompt
+def drive(steps: Generator[S, R, T], execute: Callable[[S], R]) -> T:
+    """Run ``steps`` to its end, answering each step with ``execute(step)``."""
+    try:
+        step = next(steps)
+        while True:
+            step = steps.send(execute(step))
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
 
 
-def _preview(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 200 else text[:197] + "..."
+async def adrive(steps: Generator[S, R, T], execute: Callable[[S], Awaitable[R]]) -> T:
+    """:func:`drive` with an async ``execute``."""
+    try:
+        step = next(steps)
+        while True:
+            step = steps.send(await execute(step))
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
