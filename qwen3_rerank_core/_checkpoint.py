@@ -39,6 +39,7 @@ __all__ = [
     "checkpoint_weights",
     "expected_weights",
     "flavour_from_config",
+    "looks_like_path",
     "missing_weights",
     "read_local_config",
     "refuse_missing",
@@ -148,6 +149,11 @@ def read_local_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ModelLoadError(f"{path} is not a JSON object")
     return data
+
+
+def looks_like_path(model: str) -> bool:
+    """Hub ids look like ``org/name``; anything else with a slash is a folder."""
+    return model.startswith((".", "/", "~")) or model.count("/") > 1 or "\\" in model
 
 
 def vllm_engine_args(flavour: Flavour) -> dict[str, Any]:

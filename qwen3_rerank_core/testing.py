@@ -474,9 +474,9 @@ def build_seq_cls_checkpoint(
     config.architectures = ["Qwen3ForSequenceClassification"]
     config.num_labels = 1
     config.pad_token_id = tokenizer.pad_token_id
-    model = Qwen3ForSequenceClassification(config)
+    model = Qwen3ForSequenceClassification(config)  # type: ignore[no-untyped-call]
     model.model.load_state_dict(causal.model.state_dict())
-    rows = causal.get_output_embeddings().weight.detach()
+    rows = causal.get_output_embeddings().weight.detach()  # type: ignore[no-untyped-call]
     yes, no = (tokenizer.convert_tokens_to_ids(t) for t in ("yes", "no"))
     with torch.no_grad():
         model.score.weight.copy_((rows[yes] - rows[no])[None])

@@ -33,7 +33,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from .._checkpoint import Flavour, check_tokenizer, flavour_from_config, refuse_missing
+from .._checkpoint import (
+    Flavour,
+    check_tokenizer,
+    flavour_from_config,
+    looks_like_path,
+    refuse_missing,
+)
 from .._config import RerankConfig
 from .._errors import MissingDependencyError, ModelLoadError
 from .._prompt import EncodedGroup, PromptEncoder, p_yes
@@ -160,11 +166,6 @@ def _load_errors(model: str) -> Iterator[None]:
         ) from exc
 
 
-def _looks_like_path(model: str) -> bool:
-    """Hub ids look like ``org/name``; anything else with a slash is a folder."""
-    return model.startswith((".", "/", "~")) or model.count("/") > 1 or "\\" in model
-
-
 def default_device(torch: Any) -> str:
     """The device ``device=None`` picks: CUDA, else Apple MPS (where torch reports it
     available), else CPU."""
@@ -289,7 +290,7 @@ class TransformersBackend(Backend):
     ) -> tuple[Any, Any, Flavour]:
         """Config, tokenizer and weights, each checked before the next is read."""
         cfg = self._config
-        if _looks_like_path(model_id) and not os.path.isdir(model_id):
+        if looks_like_path(model_id) and not os.path.isdir(model_id):
             raise ModelLoadError(
                 f"model folder {cfg.model!r} does not exist; model= takes a local folder "
                 "with config.json, the weights and the tokenizer files, or a hub id such as "
