@@ -174,7 +174,8 @@ def _model_options(p: argparse.ArgumentParser) -> None:
         "-m",
         "--model",
         default=os.environ.get(MODEL_ENV) or DEFAULT_MODEL,
-        help=f"hub id or local folder; for --backend remote the served model name "
+        help=f"hub id or local folder; for --backend remote the served model name; "
+        f"tiny-random: a random-weight checkpoint for trying it offline "
         f"(default: ${MODEL_ENV}, else {DEFAULT_MODEL})",
     )
     g.add_argument(
@@ -363,6 +364,8 @@ def _reranker(args: argparse.Namespace) -> Qwen3Reranker:
         "show_progress": sys.stderr.isatty() if args.progress is None else args.progress,
         "local_files_only": args.local_files_only,
     }
+    if backend != "remote":
+        settings.update(_local_model(args.model, args.local_files_only))
     optional = {
         "base_url": tuple(args.base_url) if args.base_url else None,
         "api_key": args.api_key if backend == "remote" else None,
@@ -380,6 +383,23 @@ def _reranker(args: argparse.Namespace) -> Qwen3Reranker:
         except ImportError:
             pass  # the reranker names the missing extra when it loads
     return Qwen3Reranker(**settings)
+
+
+def _local_model(model: str, local_files_only: bool) -> dict[str, Any]:
+    """``model`` and ``local_files_only`` for a local backend: ``tiny-random`` resolved,
+    and a hub id checked first, so that an offline hub fails in seconds, in one line."""
+    from .offline import TINY_RANDOM, check_hub, tiny_random_model
+
+    if model == TINY_RANDOM:
+        logger.warning(
+            "--model %s: a tiny RANDOM-WEIGHT checkpoint, for trying the command offline; "
+            "its scores mean nothing",
+            TINY_RANDOM,
+        )
+        return {"model": tiny_random_model()}
+    if local_files_only:
+        return {}
+    return {"local_files_only": check_hub(model)}
 
 
 def _read_text(source: str) -> str:
