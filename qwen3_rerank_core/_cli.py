@@ -32,7 +32,7 @@ from ._checkpoint import (
     vllm_engine_args,
 )
 from ._config import BACKENDS, DEFAULT_MODEL, PROMPT_FORMATS
-from ._errors import ModelLoadError, Qwen3RerankError
+from ._errors import Qwen3RerankError
 from ._prompt import DEFAULT_INSTRUCTION
 
 if TYPE_CHECKING:
@@ -645,24 +645,24 @@ def _shell(argv: Sequence[str]) -> str:
 
 
 def model_flavour(model: str) -> Flavour | None:
-    """The flavour of a local checkpoint folder (from its config.json); ``None`` for a hub id.
+    """The flavour of a local checkpoint folder (from its config.json); ``None`` for a
+    hub id or a path not on this machine (e.g. the server's).
 
-    Raises ``ModelLoadError`` for a folder that does not exist or is not supported.
+    Raises ``ModelLoadError`` for a folder that is not a supported checkpoint.
     """
     folder = os.path.expanduser(model)
     if os.path.isdir(folder):
         return flavour_from_config(read_local_config(folder), model=model)
-    if looks_like_path(model):
-        raise ModelLoadError(f"model folder {model!r} does not exist")
     return None
 
 
-def _flavour_note(flavour: Flavour | None) -> str:
+def _flavour_note(model: str, flavour: Flavour | None) -> str:
     if flavour is None:
+        what = "A path not on this machine" if looks_like_path(model) else "A hub id"
         return (
-            "# A hub id is taken as an original Qwen3ForCausalLM checkpoint (--hf-overrides).\n"
-            "# A converted *-seq-cls id (Qwen3ForSequenceClassification, one label) is served\n"
-            "# natively: leave out --hf-overrides, or pass its local folder as --model.\n\n"
+            f"# {what} is taken as an original Qwen3ForCausalLM checkpoint (--hf-overrides).\n"
+            "# A converted *-seq-cls one (Qwen3ForSequenceClassification, one label) is served\n"
+            "# natively: leave out --hf-overrides, or pass a local copy of it as --model.\n\n"
         )
     if flavour.kind == "seq-cls":
         return (
@@ -691,7 +691,7 @@ def _cmd_vllm_command(args: argparse.Namespace) -> int:
     url = f"http://{host}:{args.port}"
     name = args.served_model_name
     sys.stdout.write(
-        _flavour_note(flavour)
+        _flavour_note(args.model, flavour)
         + f"# Chat template shipped with qwen3_rerank_core:\n#   {template_path()}\n\n"
         f'# prompt_format="server" (the server applies the template; serves "client" too):\n'
         f"{_shell(cmds['server'])}\n\n"

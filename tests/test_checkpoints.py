@@ -267,11 +267,15 @@ def test_vllm_command_hub_id_is_the_original_flavour(capsys: pytest.CaptureFixtu
 def test_vllm_command_refuses_unsupported_folders(
     name: str, bad_dir: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert cli_main(["vllm-command", "--model", str(bad_dir(name))]) == 1
+    folder = str(bad_dir(name))
+    capsys.readouterr()  # what building it printed
+    assert cli_main(["vllm-command", "--model", folder]) == 1
     err = capsys.readouterr().err
     assert err.startswith("qwen3-rerank: error: ModelLoadError:") and "supported" in err
 
 
-def test_vllm_command_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli_main(["vllm-command", "--model", str(tmp_path / "nope")]) == 1
-    assert "does not exist" in capsys.readouterr().err
+def test_vllm_command_path_not_here(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A path not on this machine (the server's) gets the original flavour's flags and a note."""
+    assert cli_main(["vllm-command", "--model", str(tmp_path / "elsewhere")]) == 0
+    out = capsys.readouterr().out
+    assert "A path not on this machine" in out and "--hf-overrides" in out
