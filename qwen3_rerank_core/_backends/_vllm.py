@@ -45,7 +45,7 @@ from ._base import Backend, Group
 if TYPE_CHECKING:
     from .._config import RerankConfig
 
-__all__ = ["HF_OVERRIDES", "VLLMBackend", "checkpoint_flavour"]
+__all__ = ["HF_OVERRIDES", "VLLMBackend", "checkpoint_flavour", "local_flavour"]
 
 logger = logging.getLogger("qwen3_rerank_core.vllm")
 
@@ -79,12 +79,21 @@ def _hub_config(model: str, *, local_files_only: bool) -> dict[str, Any]:
 
 
 def checkpoint_flavour(model: str, *, local_files_only: bool = False) -> Flavour:
-    """The flavour of a folder or hub id; a local folder's tokenizer and weights are
-    checked too, so that a bad checkpoint is refused before vLLM starts.
+    """The flavour of a folder (:func:`local_flavour`) or of a hub id (its config.json)."""
+    flavour = local_flavour(model)
+    if flavour is None:
+        config = _hub_config(model, local_files_only=local_files_only)
+        flavour = flavour_from_config(config, model=model)
+    return flavour
 
-    Raises :class:`~qwen3_rerank_core.ModelLoadError` for an unsupported
-    checkpoint, a tokenizer that cannot build the prompts, or safetensors that
-    lack a weight the flavour needs.
+
+def local_flavour(model: str) -> Flavour | None:
+    """The flavour of a local folder, whose tokenizer and weights are checked too, so that a
+    bad checkpoint is refused before vLLM starts; ``None`` for a hub id.
+
+    Raises :class:`~qwen3_rerank_core.ModelLoadError` for a missing folder, an
+    unsupported checkpoint, a tokenizer that cannot build the prompts, or
+    safetensors that lack a weight the flavour needs.
     """
     folder = os.path.expanduser(model)
     if not os.path.isdir(folder):
@@ -93,8 +102,7 @@ def checkpoint_flavour(model: str, *, local_files_only: bool = False) -> Flavour
                 f"model folder {model!r} does not exist; model= takes a local folder with "
                 "config.json, the weights and the tokenizer files, or a hub id"
             )
-        config = _hub_config(model, local_files_only=local_files_only)
-        return flavour_from_config(config, model=model)
+        return None
     flavour = flavour_from_config(read_local_config(folder), model=model)
     from transformers import AutoTokenizer  # a dependency of vLLM
 
@@ -129,12 +137,12 @@ class VLLMBackend(Backend):
     def __init__(self, config: RerankConfig, *, llm: Any = None, **llm_kwargs: Any) -> None:
         self.config = config
         self._lock = threading.Lock()
-        flavour = None
-        if llm is None:  # refuse a bad checkpoint before vLLM is even imported
-            flavour = checkpoint_flavour(config.model, local_files_only=config.local_files_only)
+        # A bad local checkpoint is refused before vLLM is even imported.
+        flavour = local_flavour(config.model) if llm is None else None
         vllm = _import_vllm()
         if llm is None:
-            assert flavour is not None
+            if flavour is None:
+                flavour = checkpoint_flavour(config.model, local_files_only=config.local_files_only)
             llm = self._start(vllm, flavour, llm_kwargs)
         self._llm: Any = llm
         self._tokens_prompt = vllm.TokensPrompt
