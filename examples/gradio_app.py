@@ -36,6 +36,7 @@ from qwen3_rerank_core import (
     Qwen3Reranker,
     RerankConfig,
 )
+from qwen3_rerank_core.offline import HubUnreachableError, check_hub
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -148,11 +149,18 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
     model = args.model
+    local_only = False
     if model == "tiny-random":
         from qwen3_rerank_core.testing import tiny_checkpoint
 
         model = str(tiny_checkpoint())
         print("Using a tiny RANDOM-WEIGHT checkpoint: the page works, the scores mean nothing.")
+    elif args.backend != "remote":
+        try:  # offline: fail in seconds, in one line (a cached model loads from the cache)
+            local_only = check_hub(model)
+        except HubUnreachableError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
 
     reranker = Qwen3Reranker(
         model=model,
@@ -160,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         base_url=args.base_url,
         device=args.device,
         max_length=args.max_length,
+        local_files_only=local_only,
     )
     try:
         reranker.load()

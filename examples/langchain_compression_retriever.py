@@ -35,6 +35,7 @@ from langchain_core.vectorstores import InMemoryVectorStore
 from langchain_qwen3_rerank import QwenRerank
 
 from qwen3_rerank_core import DEFAULT_MODEL, ModelLoadError, RerankConfig
+from qwen3_rerank_core.offline import HubUnreachableError, check_hub
 
 QUERY = "How do plants make their food?"
 ASYNC_QUERY = "What does chlorophyll do?"
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     model = args.model
+    local_only = False
     if model == "tiny-random":
         from qwen3_rerank_core.testing import tiny_checkpoint
 
@@ -91,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "Using a tiny RANDOM-WEIGHT checkpoint: the pipeline runs, the scores mean nothing.\n"
         )
+    elif args.backend != "remote":
+        try:  # offline: fail in seconds, in one line (a cached model loads from the cache)
+            local_only = check_hub(model)
+        except HubUnreachableError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
 
     store = InMemoryVectorStore(DeterministicFakeEmbedding(size=64))
     store.add_documents(
@@ -103,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
         instruction=args.instruction,
         top_n=args.top_n,
+        reranker_kwargs={"local_files_only": local_only},
     )
     retriever = ContextualCompressionRetriever(
         base_compressor=compressor,

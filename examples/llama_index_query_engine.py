@@ -36,6 +36,7 @@ from llama_index.core.schema import NodeWithScore
 from llama_index.postprocessor.qwen3_rerank import QwenRerank
 
 from qwen3_rerank_core import DEFAULT_MODEL, ModelLoadError, RerankConfig
+from qwen3_rerank_core.offline import HubUnreachableError, check_hub
 
 QUERY = "How do plants make their food?"
 TEXTS = [
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     model = args.model
+    local_only = False
     if model == "tiny-random":
         from qwen3_rerank_core.testing import tiny_checkpoint
 
@@ -118,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "Using a tiny RANDOM-WEIGHT checkpoint: the pipeline runs, the scores mean nothing.\n"
         )
+    elif args.backend != "remote":
+        try:  # offline: fail in seconds, in one line (a cached model loads from the cache)
+            local_only = check_hub(model)
+        except HubUnreachableError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
 
     index = VectorStoreIndex.from_documents(
         [Document(text=t, metadata={"source": f"doc-{i:02d}"}) for i, t in enumerate(TEXTS)],
@@ -130,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
         instruction=args.instruction,
         top_n=args.top_n,
+        reranker_kwargs={"local_files_only": local_only},
     )
     query_engine = index.as_query_engine(
         similarity_top_k=args.top_k, node_postprocessors=[rerank], llm=MockLLM()

@@ -33,6 +33,7 @@ import ir_measures
 from ir_measures import RR, R, nDCG
 
 from qwen3_rerank_core import DEFAULT_MODEL, ModelLoadError, Qwen3Reranker, RerankConfig
+from qwen3_rerank_core.offline import HubUnreachableError, check_hub
 
 DATA = Path(__file__).resolve().parent / "data"
 MEASURES = [nDCG @ 10, RR @ 10, R @ 10]
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets itself to DEBUG
 
     model = args.model
+    local_only = False
     if model == "tiny-random":
         from qwen3_rerank_core.testing import tiny_checkpoint
 
@@ -110,13 +112,23 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "Using a tiny RANDOM-WEIGHT checkpoint: the pipeline runs, the metrics mean nothing.\n"
         )
+    elif args.backend != "remote":
+        try:  # offline: fail in seconds, in one line (a cached model loads from the cache)
+            local_only = check_hub(model)
+        except HubUnreachableError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
 
     corpus, queries, qrels = load_beir(args.data)
     first_stage = bm25_top_k(corpus, queries, args.recall)
 
     try:
         with Qwen3Reranker(
-            model=model, backend=args.backend, base_url=args.base_url, instruction=args.instruction
+            model=model,
+            backend=args.backend,
+            base_url=args.base_url,
+            instruction=args.instruction,
+            local_files_only=local_only,
         ) as reranker:
             results = reranker.rerank_many(
                 [(queries[q], [corpus[d] for d in first_stage[q]]) for q in queries],

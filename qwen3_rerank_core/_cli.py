@@ -25,6 +25,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._backends import backend_names, backend_spec
+from ._checkpoint import (
+    Flavour,
+    flavour_from_config,
+    looks_like_path,
+    read_local_config,
+    vllm_engine_args,
+)
 from ._config import DEFAULT_MODEL, PROMPT_FORMATS
 from ._errors import Qwen3RerankError
 from ._prompt import DEFAULT_INSTRUCTION
@@ -140,6 +147,10 @@ examples:
 _VLLM_EPILOG = f"""\
 Prints the recommended vLLM server commands for both prompt formats, with the
 path of the chat template shipped in this package, and how to call the server.
+The flags follow the checkpoint's flavour, read from a local folder's
+config.json: an original Qwen3ForCausalLM needs --hf-overrides, a converted
+one-label Qwen3ForSequenceClassification (*-seq-cls) none. A hub id is taken
+as an original checkpoint.
 
 examples:
   {PROG} vllm-command
@@ -174,7 +185,8 @@ def _model_options(p: argparse.ArgumentParser) -> None:
         "-m",
         "--model",
         default=os.environ.get(MODEL_ENV) or DEFAULT_MODEL,
-        help=f"hub id or local folder; for --backend remote the served model name "
+        help=f"hub id or local folder; for --backend remote the served model name; "
+        f"tiny-random: a random-weight checkpoint for trying it offline "
         f"(default: ${MODEL_ENV}, else {DEFAULT_MODEL})",
     )
     g.add_argument(
@@ -391,6 +403,8 @@ def _reranker(args: argparse.Namespace) -> Qwen3Reranker:
         "show_progress": sys.stderr.isatty() if args.progress is None else args.progress,
         "local_files_only": args.local_files_only,
     }
+    if backend != "remote":
+        settings.update(_local_model(args.model, args.local_files_only))
     optional = {
         "base_url": tuple(args.base_url) if args.base_url else None,
         "api_key": args.api_key if backend == "remote" else None,
@@ -408,6 +422,23 @@ def _reranker(args: argparse.Namespace) -> Qwen3Reranker:
         except ImportError:
             pass  # the reranker names the missing extra when it loads
     return Qwen3Reranker(**settings)
+
+
+def _local_model(model: str, local_files_only: bool) -> dict[str, Any]:
+    """``model`` and ``local_files_only`` for a local backend: ``tiny-random`` resolved,
+    and a hub id checked first, so that an offline hub fails in seconds, in one line."""
+    from .offline import TINY_RANDOM, check_hub, tiny_random_model
+
+    if model == TINY_RANDOM:
+        logger.warning(
+            "--model %s: a tiny RANDOM-WEIGHT checkpoint, for trying the command offline; "
+            "its scores mean nothing",
+            TINY_RANDOM,
+        )
+        return {"model": tiny_random_model()}
+    if local_files_only:
+        return {}
+    return {"local_files_only": check_hub(model)}
 
 
 def _read_text(source: str) -> str:
@@ -606,23 +637,23 @@ def vllm_commands(
     port: int = 8000,
     max_model_len: int | None = None,
     module: bool = False,
+    flavour: Flavour | None = None,
 ) -> dict[str, list[str]]:
-    """argv of the recommended server for each prompt format (``"server"`` serves both)."""
-    from ._backends._vllm import HF_OVERRIDES
+    """argv of the recommended server for each prompt format (``"server"`` serves both).
 
+    ``flavour`` (default: the original ``Qwen3ForCausalLM``) decides the flags: an
+    original checkpoint needs ``--hf-overrides``, a one-label seq-cls conversion none.
+    """
+    engine = vllm_engine_args(flavour or Flavour("causal-lm", tied=True))
     head = (
         ["python", "-m", "vllm.entrypoints.openai.api_server", "--model", model]
         if module
         else ["vllm", "serve", model]
     )
-    common = [
-        "--runner",
-        "pooling",
-        "--hf-overrides",
-        json.dumps(HF_OVERRIDES, separators=(",", ":")),
-        "--served-model-name",
-        served_model_name,
-    ]
+    common = ["--runner", "pooling"]
+    if "hf_overrides" in engine:
+        common += ["--hf-overrides", json.dumps(engine["hf_overrides"], separators=(",", ":"))]
+    common += ["--served-model-name", served_model_name]
     tail = ["--host", host, "--port", str(port)]
     if max_model_len is not None:
         tail += ["--max-model-len", str(max_model_len)]
@@ -655,7 +686,35 @@ def _shell(argv: Sequence[str]) -> str:
     return " \\\n  ".join(lines)
 
 
+def model_flavour(model: str) -> Flavour | None:
+    """The flavour of a local checkpoint folder (from its config.json); ``None`` for a
+    hub id or a path not on this machine (e.g. the server's).
+
+    Raises ``ModelLoadError`` for a folder that is not a supported checkpoint.
+    """
+    folder = os.path.expanduser(model)
+    if os.path.isdir(folder):
+        return flavour_from_config(read_local_config(folder), model=model)
+    return None
+
+
+def _flavour_note(model: str, flavour: Flavour | None) -> str:
+    if flavour is None:
+        what = "A path not on this machine" if looks_like_path(model) else "A hub id"
+        return (
+            f"# {what} is taken as an original Qwen3ForCausalLM checkpoint (--hf-overrides).\n"
+            "# A converted *-seq-cls one (Qwen3ForSequenceClassification, one label) is served\n"
+            "# natively: leave out --hf-overrides, or pass a local copy of it as --model.\n\n"
+        )
+    if flavour.kind == "seq-cls":
+        return (
+            f"# {flavour.architecture} (one-label seq-cls): served natively, no --hf-overrides.\n\n"
+        )
+    return f"# {flavour.architecture} (the original): --hf-overrides make vLLM score it.\n\n"
+
+
 def _cmd_vllm_command(args: argparse.Namespace) -> int:
+    flavour = model_flavour(args.model)
     cmds = vllm_commands(
         args.model,
         served_model_name=args.served_model_name,
@@ -663,16 +722,19 @@ def _cmd_vllm_command(args: argparse.Namespace) -> int:
         port=args.port,
         max_model_len=args.max_model_len,
         module=args.module,
+        flavour=flavour,
     )
     if args.format == "json":
-        payload = {"model": args.model, "template": template_path(), **cmds}
+        arch = (flavour or Flavour("causal-lm", tied=True)).architecture
+        payload = {"model": args.model, "flavour": arch, "template": template_path(), **cmds}
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
         return 0
     host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     url = f"http://{host}:{args.port}"
     name = args.served_model_name
     sys.stdout.write(
-        f"# Chat template shipped with qwen3_rerank_core:\n#   {template_path()}\n\n"
+        _flavour_note(args.model, flavour)
+        + f"# Chat template shipped with qwen3_rerank_core:\n#   {template_path()}\n\n"
         f'# prompt_format="server" (the server applies the template; serves "client" too):\n'
         f"{_shell(cmds['server'])}\n\n"
         f'# prompt_format="client" only (the client builds the prompts; no template needed):\n'

@@ -418,3 +418,109 @@ def tiny_checkpoint(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     See :func:`cached_checkpoint` for the cache location and its safety.
     """
     return cached_checkpoint("tiny", seed=0, cache_dir=cache_dir)
+
+
+# ------------------------------------------------ converted (seq-cls) checkpoints
+#: Files of a checkpoint folder that belong to the tokenizer (copied by a conversion).
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "chat_template.jinja",
+)
+
+
+def build_seq_cls_checkpoint(
+    causal_dir: str | os.PathLike[str],
+    path: str | os.PathLike[str],
+    *,
+    dtype: str = "float32",
+) -> Path:
+    """Convert a ``Qwen3ForCausalLM`` reranker folder into a sequence-classification one.
+
+    This is what the public conversion scripts do (vLLM's
+    ``convert_model_to_seq_cls.py``, the ``*-seq-cls`` checkpoints on the hub):
+    a ``Qwen3ForSequenceClassification`` with ``num_labels=1`` and the
+    tokenizer's ``pad_token_id``, whose decoder is the original's and whose
+    ``score.weight`` is ``W["yes"] - W["no"]`` (``W``: the output embeddings),
+    so that ``sigmoid(logit)`` equals the original's p(yes). Saved in ``dtype``
+    (``"float32"`` or ``"bfloat16"``) with the tokenizer files copied. Returns
+    ``path``.
+
+    Example::
+
+        >>> from qwen3_rerank_core.testing import build_seq_cls_checkpoint, tiny_checkpoint  # doctest: +SKIP
+        >>> build_seq_cls_checkpoint(tiny_checkpoint(), "/tmp/tiny-seq-cls")  # doctest: +SKIP
+    """
+    try:
+        import torch
+        from transformers import (
+            AutoConfig,
+            AutoModelForCausalLM,
+            AutoTokenizer,
+            Qwen3ForSequenceClassification,
+        )
+    except ImportError as exc:
+        raise _missing(exc) from exc
+
+    source, out = Path(causal_dir), Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(source))
+    causal = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32)
+    config = AutoConfig.from_pretrained(str(source))
+    config.architectures = ["Qwen3ForSequenceClassification"]
+    config.num_labels = 1
+    config.pad_token_id = tokenizer.pad_token_id
+    model = Qwen3ForSequenceClassification(config)  # type: ignore[no-untyped-call]
+    model.model.load_state_dict(causal.model.state_dict())
+    rows = causal.get_output_embeddings().weight.detach()  # type: ignore[no-untyped-call]
+    yes, no = (tokenizer.convert_tokens_to_ids(t) for t in ("yes", "no"))
+    with torch.no_grad():
+        model.score.weight.copy_((rows[yes] - rows[no])[None])
+    model.to(getattr(torch, dtype))  # type: ignore[arg-type]
+    model.save_pretrained(str(out))
+    for name in _TOKENIZER_FILES:
+        if (source / name).is_file():
+            shutil.copyfile(source / name, out / name)
+    logger.info("converted %s into a seq-cls checkpoint in %s (%s)", source, out, dtype)
+    return out
+
+
+def cached_seq_cls_checkpoint(
+    name_or_overrides: str | Mapping[str, Any] = "tiny",
+    *,
+    seed: int = 0,
+    dtype: str = "float32",
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Path:
+    """The seq-cls conversion (:func:`build_seq_cls_checkpoint`) of
+    ``cached_checkpoint(name_or_overrides, seed=seed)``, built once and reused.
+
+    It lives next to its source, in a folder named after it plus ``-seq-cls``
+    and ``dtype``; like :func:`cached_checkpoint`, a build goes to a temporary
+    folder renamed into place.
+    """
+    source = cached_checkpoint(name_or_overrides, seed=seed, cache_dir=cache_dir)
+    final = source.parent / f"{source.name}-seq-cls-{dtype}"
+    key = f"{source.name}:seq-cls:{dtype}:{FORMAT_VERSION}"
+    if _is_complete(final, key):
+        return final
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=source.parent))
+    tmp.chmod(0o755)
+    try:
+        build_seq_cls_checkpoint(source, tmp, dtype=dtype)
+        (tmp / _MANIFEST).write_text(json.dumps({"key": key}), encoding="utf-8")
+        if final.exists() and not _is_complete(final, key):
+            shutil.rmtree(final, ignore_errors=True)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not _is_complete(final, key):
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final

