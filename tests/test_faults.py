@@ -6,7 +6,7 @@ server gives without the fault) or raises a **typed error** (a class of
 its ``timeout``, ``max_retries``, backoff and replicas allow). The outcome
 table of ``docs/reliability.md`` lists these cases.
 
-Most faults are injected into ``FakeVLLM`` (``tests/test_remote_unit.py``,
+Most faults are injected into ``FakeVLLM`` (``tests/fake_vllm.py``,
 ``httpx.MockTransport``) on the scoring routes; the last section repeats the
 transport faults on real sockets (``faultkit.RawServer``), where httpx's own
 timeouts and errors fire. Pauses are tiny (backoff of a few ms) so the whole
@@ -29,7 +29,7 @@ import faultkit
 import httpx
 import pytest
 import vllm_server
-from test_remote_unit import (
+from fake_vllm import (
     BAD_ANSWERS,
     DOCS,
     INSTR,
@@ -37,10 +37,10 @@ from test_remote_unit import (
     QUERY,
     URL,
     FakeVLLM,
-    _classify_answer,
-    _items,
+    classify_answer,
     expected,
     make_backend,
+    result_items,
     run,
 )
 
@@ -268,7 +268,7 @@ BAD = {
         "score above one",
     )
 }
-BAD["score below zero"] = lambda n: {"data": _items(n, probs=[-0.25])}
+BAD["score below zero"] = lambda n: {"data": result_items(n, probs=[-0.25])}
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -276,7 +276,7 @@ BAD["score below zero"] = lambda n: {"data": _items(n, probs=[-0.25])}
 def test_bad_answer(name: str, mode: str) -> None:
     """A 200 answer that does not fit the request: InvalidResponseError, not retried."""
     fake = FakeVLLM()
-    fake.hook = _classify_answer(BAD[name])
+    fake.hook = classify_answer(BAD[name])
     backend = backend_for(fake)
     start = time.monotonic()
     with pytest.raises(InvalidResponseError):
@@ -296,7 +296,7 @@ def test_one_misaligned_chunk_fails_the_whole_call(mode: str) -> None:
         if request.url.path == "/classify":
             count += 1
             if count == 3:
-                return httpx.Response(200, json={"data": _items(len(body["input"]) - 1)})
+                return httpx.Response(200, json={"data": result_items(len(body["input"]) - 1)})
         return None
 
     fake.hook = hook
@@ -430,19 +430,11 @@ def bounded(fn: Callable[[], Any], limit: float) -> tuple[Any, BaseException | N
     return (result[0] if result else None), (errors[0] if errors else None), elapsed
 
 
-def socket_backend(url: str, **settings: Any) -> RemoteBackend:
-    config = RerankConfig(
-        **{
-            "model": "m",
-            "backend": "remote",
-            "base_url": url,
-            "timeout": 0.4,
-            "max_retries": 1,
-            "max_concurrency": 1,  # the two setup requests one after the other
-            **settings,
-        }
+def socket_backend(url: str) -> RemoteBackend:
+    """A backend on real sockets; the two setup requests go one after the other."""
+    return make_backend(
+        None, base_url=url, timeout=0.4, max_retries=1, max_concurrency=1, backoff=(0.01, 0.05)
     )
-    return RemoteBackend(config, _backoff_base=0.01, _backoff_cap=0.05)
 
 
 @pytest.mark.parametrize("mode", MODES)
