@@ -180,8 +180,9 @@ def json_metadata(*, min_key_size: int = 0) -> SearchStrategy[dict[str, Any]]:
     leaves = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=10))
     values = st.recursive(
         leaves,
-        lambda inner: st.lists(inner, max_size=3)
-        | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+        lambda inner: (
+            st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+        ),
         max_leaves=5,
     )
     return st.dictionaries(st.text(min_size=min_key_size, max_size=8), values, max_size=3)
