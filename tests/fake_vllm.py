@@ -131,6 +131,41 @@ class FakeVLLM:
         return httpx.Response(200, json={"object": "list", "data": data})
 
 
+def on_classify_call(number: int, answer: Callable[[Any], httpx.Response]) -> Handler:
+    """A :attr:`FakeVLLM.hook` answering the ``number``-th /classify request with ``answer(body)``."""
+    count = 0
+
+    def hook(request: httpx.Request, body: Any) -> httpx.Response | None:
+        nonlocal count
+        if request.url.path == "/classify":
+            count += 1
+            if count == number:
+                return answer(body)
+        return None
+
+    return hook
+
+
+def raising(
+    error: type[httpx.TransportError],
+    message: str,
+    *,
+    path: str | None = None,
+    host: str | None = None,
+) -> Handler:
+    """A :attr:`FakeVLLM.hook` raising ``error(message)`` on the requests to ``path`` and ``host``.
+
+    Without ``path`` or ``host`` every request fails.
+    """
+
+    def hook(request: httpx.Request, body: Any) -> httpx.Response | None:
+        if path in (None, request.url.path) and host in (None, request.url.host):
+            raise error(message, request=request)
+        return None
+
+    return hook
+
+
 def make_backend(
     fake: Callable[[httpx.Request], Any] | None,
     *,

@@ -25,24 +25,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import fake_vllm
 import faultkit
 import httpx
 import pytest
 import vllm_server
-from fake_vllm import (
-    BAD_ANSWERS,
-    DOCS,
-    INSTR,
-    MODES,
-    QUERY,
-    URL,
-    FakeVLLM,
-    classify_answer,
-    expected,
-    make_backend,
-    result_items,
-    run,
-)
+from fake_vllm import DOCS, INSTR, MODES, QUERY, URL, FakeVLLM, expected, make_backend, run
 
 from qwen3_rerank_core._backends._remote import RemoteBackend
 from qwen3_rerank_core._config import RerankConfig
@@ -254,7 +242,7 @@ def test_fault_during_setup(name: str, mode: str) -> None:
 # ----------------------------------------------------------------------------- bad answers
 
 BAD = {
-    name: BAD_ANSWERS[name]
+    name: fake_vllm.BAD_ANSWERS[name]
     for name in (
         "malformed json",
         "not an object",
@@ -268,7 +256,7 @@ BAD = {
         "score above one",
     )
 }
-BAD["score below zero"] = lambda n: {"data": result_items(n, probs=[-0.25])}
+BAD["score below zero"] = lambda n: {"data": fake_vllm.result_items(n, probs=[-0.25])}
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -276,7 +264,7 @@ BAD["score below zero"] = lambda n: {"data": result_items(n, probs=[-0.25])}
 def test_bad_answer(name: str, mode: str) -> None:
     """A 200 answer that does not fit the request: InvalidResponseError, not retried."""
     fake = FakeVLLM()
-    fake.hook = classify_answer(BAD[name])
+    fake.hook = fake_vllm.classify_answer(BAD[name])
     backend = backend_for(fake)
     start = time.monotonic()
     with pytest.raises(InvalidResponseError):
@@ -289,17 +277,12 @@ def test_bad_answer(name: str, mode: str) -> None:
 def test_one_misaligned_chunk_fails_the_whole_call(mode: str) -> None:
     """No partial results: one chunk with a wrong count among good ones fails the call."""
     fake = FakeVLLM()
-    count = 0
-
-    def hook(request: httpx.Request, body: Any) -> httpx.Response | None:
-        nonlocal count
-        if request.url.path == "/classify":
-            count += 1
-            if count == 3:
-                return httpx.Response(200, json={"data": result_items(len(body["input"]) - 1)})
-        return None
-
-    fake.hook = hook
+    fake.hook = fake_vllm.on_classify_call(
+        3,
+        lambda body: httpx.Response(
+            200, json={"data": fake_vllm.result_items(len(body["input"]) - 1)}
+        ),
+    )
     backend = backend_for(fake, max_docs_per_request=2, max_concurrency=1)
     with pytest.raises(InvalidResponseError, match="expected 2 results, got 1"):
         run(backend, mode, [(QUERY, [f"d{i}" for i in range(10)])])

@@ -28,6 +28,8 @@ from fake_vllm import (
     classify_answer,
     expected,
     make_backend,
+    on_classify_call,
+    raising,
     run,
 )
 
@@ -447,17 +449,9 @@ def test_invalid_tokenize_answer() -> None:
 def test_failure_of_one_chunk_fails_the_call() -> None:
     fake = FakeVLLM()
     fake.delay = 0.01
-    count = 0
-
-    def hook(request: httpx.Request, body: Any) -> httpx.Response | None:
-        nonlocal count
-        if request.url.path == "/classify":
-            count += 1
-            if count == 3:
-                return httpx.Response(404, json={"error": {"message": "gone"}})
-        return None
-
-    fake.hook = hook
+    fake.hook = on_classify_call(
+        3, lambda body: httpx.Response(404, json={"error": {"message": "gone"}})
+    )
     backend = make_backend(fake, max_docs_per_request=1, max_concurrency=2)
     with pytest.raises(RemoteStatusError, match="gone"):
         backend.score_groups([(QUERY, [f"d{i}" for i in range(20)])], INSTR)
@@ -494,12 +488,7 @@ async def test_failure_of_one_chunk_cancels_async_requests() -> None:
 @pytest.mark.parametrize("mode", MODES)
 def test_timeouts_are_retried_then_raised(mode: str) -> None:
     fake = FakeVLLM()
-
-    def hook(request: httpx.Request, body: Any) -> None:
-        if request.url.path == "/classify":
-            raise httpx.ReadTimeout("timed out", request=request)
-
-    fake.hook = hook
+    fake.hook = raising(httpx.ReadTimeout, "timed out", path="/classify")
     with pytest.raises(RemoteTimeoutError) as info:
         run(make_backend(fake, max_retries=2), mode, [(QUERY, DOCS)])
     assert len(fake.bodies("/classify")) == 3
@@ -524,11 +513,7 @@ def test_transient_transport_error_is_retried(mode: str) -> None:
 @pytest.mark.parametrize("mode", MODES)
 def test_connection_errors_raise_after_retries(mode: str) -> None:
     fake = FakeVLLM()
-
-    def hook(request: httpx.Request, body: Any) -> None:
-        raise httpx.ConnectError("connection refused", request=request)
-
-    fake.hook = hook
+    fake.hook = raising(httpx.ConnectError, "connection refused")
     with pytest.raises(RemoteConnectionError, match="connection refused"):
         run(make_backend(fake, max_retries=1), mode, [(QUERY, DOCS)])
     # 2 concurrent setup calls x (1 try + 1 retry); the first to fail for good stops the other
@@ -538,12 +523,7 @@ def test_connection_errors_raise_after_retries(mode: str) -> None:
 @pytest.mark.parametrize("mode", MODES)
 def test_replica_failover(mode: str) -> None:
     fake = FakeVLLM()
-
-    def hook(request: httpx.Request, body: Any) -> None:
-        if request.url.host == "down.test":
-            raise httpx.ConnectError("connection refused", request=request)
-
-    fake.hook = hook
+    fake.hook = raising(httpx.ConnectError, "connection refused", host="down.test")
     urls = ("http://down.test:8000", "http://up.test:8000")
     backend = make_backend(fake, base_url=urls, max_retries=0, max_docs_per_request=1)
     docs = [f"d{i}" for i in range(6)]
