@@ -43,28 +43,36 @@ Example (a test module, with the plugin loaded)::
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import pytest
+
+from ._config import DEFAULT_MODEL
+from ._reranker import Qwen3Reranker, RerankResult
 
 if TYPE_CHECKING:
     from hypothesis import settings as Settings
     from hypothesis.strategies import DrawFn, SearchStrategy
 
-    from ._reranker import Qwen3Reranker
-
 __all__ = [
     "EDGE_TEXTS",
     "SAMPLE_QUERY",
     "SAMPLE_TEXTS",
+    "AdapterContract",
+    "adapter_with_own_reranker",
+    "bad_list_cases",
     "expected_order",
     "hypothesis_settings",
     "insert_repeats",
     "json_metadata",
     "load_tiny_reranker",
     "one_torch_thread",
+    "record_async_calls",
+    "run_markdown_examples",
     "text_strategy",
     "tiny_model_dir",
     "tiny_reranker",
@@ -133,8 +141,6 @@ def expected_order(
 
 def load_tiny_reranker(model_dir: str | Path, **settings: Any) -> Qwen3Reranker:
     """A loaded reranker on ``model_dir`` (transformers, CPU, float32) with ``settings``."""
-    from ._reranker import Qwen3Reranker
-
     options = {"backend": "transformers", "device": "cpu", "dtype": "float32", **settings}
     return Qwen3Reranker(model=str(model_dir), **options).load()
 
@@ -186,6 +192,141 @@ def json_metadata(*, min_key_size: int = 0) -> SearchStrategy[dict[str, Any]]:
         max_leaves=5,
     )
     return st.dictionaries(st.text(min_size=min_key_size, max_size=8), values, max_size=3)
+
+
+# ----------------------------------------------------------------- framework adapters
+
+
+def run_markdown_examples(path: Path, model: str | os.PathLike[str]) -> dict[str, Any]:
+    """Run every Python block of a Markdown file, on ``model`` instead of the hub's model.
+
+    Returns the blocks' namespace. Skips the test when ``path`` is not part of
+    the checkout (e.g. an adapter's tests run from its sdist).
+    """
+    if not path.exists():
+        pytest.skip(f"{path} is not part of this checkout")
+    blocks = re.findall(r"```python\n(.*?)```", path.read_text(encoding="utf-8"), flags=re.S)
+    assert blocks, f"no Python example in {path}"
+    code = "\n".join(blocks).replace(f'"{DEFAULT_MODEL}"', repr(str(model)))
+    namespace: dict[str, Any] = {"__name__": "__example__"}
+    exec(compile(code, str(path), "exec"), namespace)
+    return namespace
+
+
+def record_async_calls(reranker: Qwen3Reranker, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record each ``reranker.arerank`` call in the returned list; fail the test on ``rerank``."""
+    calls: list[str] = []
+    original = reranker.arerank
+
+    async def spy(*args: Any, **kwargs: Any) -> list[RerankResult]:
+        calls.append("arerank")
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(reranker, "arerank", spy)
+    monkeypatch.setattr(reranker, "rerank", lambda *a, **k: pytest.fail("sync path used"))
+    return calls
+
+
+def adapter_with_own_reranker(adapter: Callable[..., Any], model_dir: Path, **settings: Any) -> Any:
+    """``adapter`` building its own reranker (CPU, float32, local files only) from ``settings``.
+
+    Checks that the model and every setting reached the reranker's config.
+    """
+    built = adapter(
+        model=str(model_dir),
+        device="cpu",
+        dtype="float32",
+        reranker_kwargs={"local_files_only": True},
+        **settings,
+    )
+    config = built.reranker.config
+    assert (config.model, config.local_files_only) == (str(model_dir), True)
+    assert {name: getattr(config, name) for name in settings} == settings
+    return built
+
+
+def bad_list_cases(name: str, kind: str, make: Callable[..., list[Any]]) -> list[Any]:
+    """``(make_input, exception, message regex)`` cases of a bad list of items for an adapter.
+
+    ``name`` is the argument's name, ``kind`` a regex of the item type's name and
+    ``make(*texts)`` builds a good list of items with those texts.
+    """
+    return [
+        (lambda: None, TypeError, rf"{name} must be a list of {kind}, got NoneType: None"),
+        # a str would otherwise be ranked character by character
+        (lambda: "abc", TypeError, rf"{name} must be a list of {kind}, got str: 'abc'"),
+        (lambda: (x for x in make("a")), TypeError, rf"{name} must be a list of {kind}, got generator"),
+        (lambda: {"page_content": "a"}, TypeError, rf"{name} must be a list of {kind}, got dict"),
+        (lambda: [*make("a"), None], TypeError, rf"{name}\[1\] must be a {kind}, got NoneType"),
+        # the core names the item's position as documents[i]
+        (lambda: make("ok", "bad \udc80"), ValueError, r"documents\[1\] is not valid Unicode text \(lone surrogate"),
+    ]  # fmt: skip
+
+
+class AdapterContract:
+    """Tests every framework adapter of the core passes; subclass it as ``TestAdapterContract``.
+
+    Set :attr:`adapter` (the adapter class), :attr:`engine_setting` (an engine
+    setting it refuses next to ``reranker=``) and :attr:`bad_min_score` (a
+    ``min_score`` it refuses), and define :meth:`dump` (its serialized form).
+    """
+
+    adapter: ClassVar[Callable[..., Any]]
+    engine_setting: ClassVar[dict[str, Any]]
+    bad_min_score: ClassVar[float]
+
+    def dump(self, adapter: Any) -> str:
+        raise NotImplementedError
+
+    def test_shared_reranker(self, tiny_reranker: Qwen3Reranker) -> None:
+        first, second = self.adapter(reranker=tiny_reranker, top_n=1), self.adapter(reranker=tiny_reranker, top_n=4)  # fmt: skip
+        assert first.reranker is tiny_reranker and second.reranker is tiny_reranker
+        config = tiny_reranker.config
+        assert (first.model, first.backend, first.max_length) == (
+            config.model,
+            config.backend,
+            config.max_length,
+        )
+        with pytest.raises(ValueError, match="not both"):
+            self.adapter(reranker=tiny_reranker, **self.engine_setting)
+
+    @pytest.mark.parametrize(
+        ("reranker", "needle"),
+        [
+            ("a-model-name", r"got str: 'a-model-name'"),
+            (42, r"got int: 42"),
+            (object(), "got object"),
+        ],
+        ids=["str", "int", "object"],
+    )
+    def test_reranker_must_be_a_qwen3_reranker(self, reranker: Any, needle: str) -> None:
+        with pytest.raises(TypeError, match=r"reranker must be a Qwen3Reranker or None, " + needle):
+            self.adapter(reranker=reranker)
+
+    def test_invalid_settings_are_rejected(self) -> None:
+        bad: list[dict[str, Any]] = [{"top_n": 0}, {"min_score": self.bad_min_score}]
+        for settings in [*bad, {"unknown_option": 1}, {"backend": "remote"}]:  # remote: no base_url
+            with pytest.raises(ValueError):
+                self.adapter(model="x", **settings)
+
+    def test_api_key_is_never_shown(self) -> None:
+        secret = "sk-do-not-print-1234"
+        own = self.adapter(
+            model="served-name", backend="remote", base_url=["http://127.0.0.1:9"], api_key=secret
+        )
+        assert own.api_key is not None and own.api_key.get_secret_value() == secret
+        assert own.reranker.config.api_key == secret
+        assert own.reranker.config.base_url == ("http://127.0.0.1:9",)
+        urls = ("http://127.0.0.1:9", "http://127.0.0.1:10")
+        reranker = Qwen3Reranker(
+            model="served-name", backend="remote", base_url=urls, api_key=secret
+        )
+        shared = self.adapter(reranker=reranker)
+        assert shared.base_url == list(urls)
+        assert shared.api_key is not None and shared.api_key.get_secret_value() == secret
+        texts = (repr(own), str(own), self.dump(own), repr(own.reranker.config))
+        for text in (*texts, repr(shared), self.dump(shared)):
+            assert secret not in text
 
 
 # ----------------------------------------------------------------- fixtures

@@ -7,10 +7,9 @@ no score is hard-coded.
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import llama_index.postprocessor.qwen3_rerank as package
 import pytest
@@ -28,11 +27,11 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, Te
 from llama_index.postprocessor.qwen3_rerank import QwenRerank
 
 from qwen3_rerank_core import Qwen3Reranker, RerankResult
-from qwen3_rerank_core.pytest_plugin import SAMPLE_QUERY, SAMPLE_TEXTS
+from qwen3_rerank_core import pytest_plugin as kit
 
 REPO = Path(__file__).resolve().parents[3]
-QUERY = SAMPLE_QUERY
-TEXTS = list(SAMPLE_TEXTS)
+QUERY = kit.SAMPLE_QUERY
+TEXTS = list(kit.SAMPLE_TEXTS)
 
 
 class _Recorder(BaseEventHandler):
@@ -104,6 +103,15 @@ def _engine(index: VectorStoreIndex, rerank: QwenRerank) -> Any:
     return index.as_query_engine(similarity_top_k=10, node_postprocessors=[rerank], llm=MockLLM())
 
 
+class TestAdapterContract(kit.AdapterContract):
+    adapter = QwenRerank
+    engine_setting: ClassVar[dict[str, Any]] = {"model": "other"}
+    bad_min_score = 1.5
+
+    def dump(self, adapter: Any) -> str:
+        return str(adapter.to_json())
+
+
 def test_public_api() -> None:
     assert package.__all__ == ["QwenRerank"]
     assert issubclass(QwenRerank, BaseNodePostprocessor)
@@ -111,7 +119,10 @@ def test_public_api() -> None:
 
 
 def test_query_engine_sync(
-    index: VectorStoreIndex, tiny_reranker: Qwen3Reranker, recorder: _Recorder, debug: LlamaDebugHandler
+    index: VectorStoreIndex,
+    tiny_reranker: Qwen3Reranker,
+    recorder: _Recorder,
+    debug: LlamaDebugHandler,
 ) -> None:
     retrieved = _retrieved(index)
     expected = tiny_reranker.rerank(QUERY, _texts(retrieved), top_n=3)
@@ -136,7 +147,10 @@ def test_query_engine_sync(
 
 
 async def test_query_engine_async(
-    index: VectorStoreIndex, tiny_reranker: Qwen3Reranker, recorder: _Recorder, debug: LlamaDebugHandler
+    index: VectorStoreIndex,
+    tiny_reranker: Qwen3Reranker,
+    recorder: _Recorder,
+    debug: LlamaDebugHandler,
 ) -> None:
     retrieved = _retrieved(index)
     expected = await tiny_reranker.arerank(QUERY, _texts(retrieved), top_n=3)
@@ -154,15 +168,7 @@ async def test_query_engine_async(
 async def test_async_uses_core_arerank(
     tiny_reranker: Qwen3Reranker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls: list[str] = []
-    original = tiny_reranker.arerank
-
-    async def spy(*args: Any, **kwargs: Any) -> list[RerankResult]:
-        calls.append("arerank")
-        return await original(*args, **kwargs)
-
-    monkeypatch.setattr(tiny_reranker, "arerank", spy)
-    monkeypatch.setattr(tiny_reranker, "rerank", lambda *a, **k: pytest.fail("sync path used"))
+    calls = kit.record_async_calls(tiny_reranker, monkeypatch)
     out = await QwenRerank(reranker=tiny_reranker).apostprocess_nodes(_nodes(), query_str=QUERY)
     assert calls == ["arerank"] and len(out) == 6
 
@@ -197,7 +203,9 @@ def test_top_n_and_min_score(tiny_reranker: Qwen3Reranker) -> None:
     nodes = _nodes()
     scores = sorted(tiny_reranker.score(QUERY, _texts(nodes)))
     threshold = scores[len(scores) // 2]
-    out = QwenRerank(reranker=tiny_reranker, min_score=threshold).postprocess_nodes(nodes, query_str=QUERY)
+    out = QwenRerank(reranker=tiny_reranker, min_score=threshold).postprocess_nodes(
+        nodes, query_str=QUERY
+    )
     expected = tiny_reranker.rerank(QUERY, _texts(nodes), min_score=threshold)
     _assert_matches(out, nodes, expected)
     assert 0 < len(out) < len(nodes) and all(n.score >= threshold for n in out)  # type: ignore[operator]
@@ -214,32 +222,8 @@ def test_instruction_field_is_passed_per_call(tiny_reranker: Qwen3Reranker) -> N
     _assert_matches(out, nodes, tiny_reranker.rerank(QUERY, _texts(nodes), instruction=instruction))
 
 
-def test_shared_reranker(tiny_reranker: Qwen3Reranker) -> None:
-    first, second = QwenRerank(reranker=tiny_reranker, top_n=1), QwenRerank(reranker=tiny_reranker, top_n=4)
-    assert first.reranker is tiny_reranker and second.reranker is tiny_reranker
-    assert (first.model, first.backend, first.max_length) == (
-        tiny_reranker.config.model,
-        tiny_reranker.config.backend,
-        tiny_reranker.config.max_length,
-    )
-    with pytest.raises(ValueError, match="not both"):
-        QwenRerank(reranker=tiny_reranker, model="other")
-
-
 def test_own_reranker_from_settings(tiny_model_dir: Path, tiny_reranker: Qwen3Reranker) -> None:
-    rerank = QwenRerank(
-        model=str(tiny_model_dir),
-        device="cpu",
-        dtype="float32",
-        max_batch_size=2,
-        reranker_kwargs={"local_files_only": True},
-    )
-    config = rerank.reranker.config
-    assert (config.model, config.max_batch_size, config.local_files_only) == (
-        str(tiny_model_dir),
-        2,
-        True,
-    )
+    rerank = kit.adapter_with_own_reranker(QwenRerank, tiny_model_dir, max_batch_size=2)
     nodes = _nodes()
     out = rerank.postprocess_nodes(nodes, query_str=QUERY)
     rerank.reranker.close()
@@ -258,7 +242,9 @@ async def test_empty_input_loads_nothing(recorder: _Recorder) -> None:
 
 
 @pytest.mark.parametrize("query", ["", "   "])
-async def test_empty_or_missing_query(tiny_reranker: Qwen3Reranker, recorder: _Recorder, query: str) -> None:
+async def test_empty_or_missing_query(
+    tiny_reranker: Qwen3Reranker, recorder: _Recorder, query: str
+) -> None:
     rerank = QwenRerank(reranker=tiny_reranker)
     for nodes in (_nodes(), []):
         with pytest.raises(ValueError, match="query"):
@@ -270,64 +256,20 @@ async def test_empty_or_missing_query(tiny_reranker: Qwen3Reranker, recorder: _R
     assert recorder.rerank_events() == []
 
 
-def test_api_key_is_never_shown() -> None:
-    secret = "sk-do-not-print-1234"
-    rerank = QwenRerank(
-        model="served-name", backend="remote", base_url=["http://127.0.0.1:9"], api_key=secret
-    )
-    assert rerank.api_key is not None and rerank.api_key.get_secret_value() == secret
-    assert rerank.reranker.config.api_key == secret
-    assert rerank.reranker.config.base_url == ("http://127.0.0.1:9",)
-    shared = QwenRerank(
-        reranker=Qwen3Reranker(
-            model="served-name",
-            backend="remote",
-            base_url=("http://127.0.0.1:9", "http://127.0.0.1:10"),
-            api_key=secret,
-        )
-    )
-    assert shared.base_url == ["http://127.0.0.1:9", "http://127.0.0.1:10"]
-    assert shared.api_key is not None and shared.api_key.get_secret_value() == secret
-    texts = (repr(rerank), str(rerank), rerank.to_json(), repr(rerank.reranker.config))
-    for text in (*texts, repr(shared), shared.to_json()):
-        assert secret not in text
-
-
-def test_invalid_settings_are_rejected() -> None:
-    with pytest.raises(ValueError):
-        QwenRerank(model="x", top_n=0)
-    with pytest.raises(ValueError):
-        QwenRerank(model="x", min_score=1.5)
-    with pytest.raises(ValueError):
-        QwenRerank(model="x", unknown_option=1)
-    with pytest.raises(ValueError):
-        QwenRerank(model="x", backend="remote")  # the core needs base_url
-
-
-def _run_markdown(path: Path, model: Path) -> dict[str, Any]:
-    """Execute every Python block of a Markdown file, on the tiny model instead of the hub's."""
-    if not path.exists():
-        pytest.skip(f"{path} is not part of this checkout")
-    blocks = re.findall(r"```python\n(.*?)```", path.read_text(encoding="utf-8"), flags=re.S)
-    assert blocks, f"no Python example in {path}"
-    code = "\n".join(blocks).replace('"Qwen/Qwen3-Reranker-0.6B"', repr(str(model)))
-    namespace: dict[str, Any] = {"__name__": "__example__"}
-    exec(compile(code, str(path), "exec"), namespace)
-    return namespace
-
-
 def _assert_ranked(nodes: list[NodeWithScore], count: int) -> None:
     scores = [n.score for n in nodes]
     assert len(nodes) == count and scores == sorted(scores, reverse=True)  # type: ignore[type-var]
 
 
 def test_readme_example_runs(tiny_model_dir: Path) -> None:
-    namespace = _run_markdown(Path(package.__file__).parents[3] / "README.md", tiny_model_dir)
+    namespace = kit.run_markdown_examples(
+        Path(package.__file__).parents[3] / "README.md", tiny_model_dir
+    )
     _assert_ranked(namespace["response"].source_nodes, 2)
 
 
 def test_docs_example_runs(tiny_model_dir: Path) -> None:
-    namespace = _run_markdown(REPO / "docs" / "llama_index.md", tiny_model_dir)
+    namespace = kit.run_markdown_examples(REPO / "docs" / "llama_index.md", tiny_model_dir)
     _assert_ranked(namespace["response"].source_nodes, 3)
     _assert_ranked(namespace["best"], 3)
     assert all("retrieval_score" in n.node.metadata for n in namespace["best"])
