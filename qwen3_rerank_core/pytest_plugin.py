@@ -59,12 +59,14 @@ if TYPE_CHECKING:
     from hypothesis.strategies import DrawFn, SearchStrategy
 
 __all__ = [
+    "EDGE_QUERIES",
     "EDGE_TEXTS",
     "SAMPLE_QUERY",
     "SAMPLE_TEXTS",
     "AdapterContract",
     "adapter_with_own_reranker",
     "bad_list_cases",
+    "cut_strategies",
     "expected_order",
     "hypothesis_settings",
     "insert_repeats",
@@ -80,9 +82,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-#: ini option naming the fixture cache folder, relative to the rootdir.
-CACHE_INI = "qwen3_rerank_fixture_cache"
 
 # ----------------------------------------------------------------- sample data
 
@@ -102,6 +101,8 @@ SAMPLE_TEXTS: tuple[str, ...] = (
     "Python lists keep their items in insertion order.",
     "Glucose made in the leaves is stored as starch in roots and seeds.",
 )
+#: Queries a reranker must accept: CJK, right-to-left, an emoji with a joiner, a NUL byte.
+EDGE_QUERIES: tuple[str, ...] = (SAMPLE_QUERY, "北京", "مرحبا?", "🌱\u200d?", "a\x00b")
 #: Texts a reranker must score like any other: empty, NUL bytes, right-to-left
 #: scripts and overrides, emoji sequences, combining marks, zero-width
 #: characters, the prompt template's own markers, CJK.
@@ -167,6 +168,19 @@ def text_strategy(extra: Sequence[str] = (), *, max_size: int) -> SearchStrategy
     from hypothesis import strategies as st
 
     return st.one_of(st.sampled_from([*EDGE_TEXTS, *extra]), st.text(max_size=max_size))
+
+
+def cut_strategies(max_top_n: int = 10) -> dict[str, SearchStrategy[Any]]:
+    """``top_n`` (None or 1 to ``max_top_n``) and ``min_score`` (None or in [0, 1]).
+
+    For ``@given(..., **cut_strategies())`` on a test taking ``top_n`` and ``min_score``.
+    """
+    from hypothesis import strategies as st
+
+    return {
+        "top_n": st.one_of(st.none(), st.integers(1, max_top_n)),
+        "min_score": st.one_of(st.none(), st.floats(0.0, 1.0)),
+    }
 
 
 def insert_repeats(draw: DrawFn, items: list[T], max_repeats: int) -> list[T]:
@@ -330,6 +344,10 @@ class AdapterContract:
 
 
 # ----------------------------------------------------------------- fixtures
+
+
+#: ini option naming the fixture cache folder, relative to the rootdir.
+CACHE_INI = "qwen3_rerank_fixture_cache"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -25,7 +25,6 @@ import subprocess
 import time
 from importlib import resources
 from pathlib import Path
-from types import TracebackType
 from typing import IO
 
 import httpx
@@ -211,10 +210,5 @@ class VLLMServer:
     def __enter__(self) -> VLLMServer:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()

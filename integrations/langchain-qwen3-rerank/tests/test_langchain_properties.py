@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import copy
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given
@@ -22,27 +21,19 @@ from langchain_core.documents import Document
 from langchain_qwen3_rerank import QwenRerank
 
 from qwen3_rerank_core import Qwen3Reranker
-from qwen3_rerank_core.pytest_plugin import (
-    expected_order,
-    hypothesis_settings,
-    insert_repeats,
-    json_metadata,
-    load_tiny_reranker,
-    text_strategy,
-)
+from qwen3_rerank_core import pytest_plugin as kit
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-QUERIES = ["How do plants make their food?", "北京", "مرحبا?", "🌱\u200d?", "a\x00b"]
-texts = text_strategy(["Chlorophyll absorbs red and blue light.", "leaf " * 1_500], max_size=30)
-SETTINGS = hypothesis_settings(max_examples=30)
+texts = kit.text_strategy(["Chlorophyll absorbs red and blue light.", "leaf " * 1_500], max_size=30)
+SETTINGS = kit.hypothesis_settings(max_examples=30)
 
 
 @st.composite
 def document_lists(draw: st.DrawFn) -> list[Document]:
     # repeated entries: equal text and metadata, distinct documents
-    entries = st.tuples(texts, json_metadata(), st.booleans())
-    items = insert_repeats(draw, draw(st.lists(entries, max_size=7)), max_repeats=2)
+    entries = st.tuples(texts, kit.json_metadata(), st.booleans())
+    items = kit.insert_repeats(draw, draw(st.lists(entries, max_size=7)), max_repeats=2)
     return [
         Document(page_content=t, metadata=copy.deepcopy(m), id=f"d{i}" if with_id else None)
         for i, (t, m, with_id) in enumerate(items)
@@ -51,19 +42,14 @@ def document_lists(draw: st.DrawFn) -> list[Document]:
 
 @pytest.fixture(scope="module")
 def rr(tiny_model_dir: Path) -> Qwen3Reranker:
-    return load_tiny_reranker(tiny_model_dir, max_length=160, max_batch_size=8)
-
-
-def _dump(docs: list[Document]) -> list[dict[str, Any]]:
-    return [d.model_dump() for d in docs]
+    return kit.load_tiny_reranker(tiny_model_dir, max_length=160, max_batch_size=8)
 
 
 @SETTINGS
 @given(
-    query=st.sampled_from(QUERIES),
+    query=st.sampled_from(kit.EDGE_QUERIES),
     docs=document_lists(),
-    top_n=st.one_of(st.none(), st.integers(1, 10)),
-    min_score=st.one_of(st.none(), st.floats(0.0, 1.0)),
+    **kit.cut_strategies(),
 )
 def test_compress_matches_core_score(
     rr: Qwen3Reranker,
@@ -80,7 +66,7 @@ def test_compress_matches_core_score(
     out = list(rerank.compress_documents(docs, query))
     aout = list(asyncio.run(rerank.acompress_documents(docs, query)))
 
-    expected = expected_order(scores, top_n, min_score)
+    expected = kit.expected_order(scores, top_n, min_score)
     for result in (out, aout):
         assert len(result) == len(expected)
         for d, i in zip(result, expected, strict=True):
@@ -98,4 +84,4 @@ def test_compress_matches_core_score(
     for d in out:
         d.metadata["added"] = [1]
     assert docs == given_list and all(a is b for a, b in zip(docs, given_list, strict=True))
-    assert _dump(docs) == _dump(before)
+    assert [x.model_dump() for x in docs] == [x.model_dump() for x in before]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import copy
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given
@@ -22,27 +21,19 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, TextNode
 from llama_index.postprocessor.qwen3_rerank import QwenRerank
 
 from qwen3_rerank_core import Qwen3Reranker
-from qwen3_rerank_core.pytest_plugin import (
-    expected_order,
-    hypothesis_settings,
-    insert_repeats,
-    json_metadata,
-    load_tiny_reranker,
-    text_strategy,
-)
+from qwen3_rerank_core import pytest_plugin as kit
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-QUERIES = ["How do plants make their food?", "北京", "مرحبا?", "🌱\u200d?", "a\x00b"]
-texts = text_strategy(["Photosynthesis turns light into sugar.", "word " * 1_500], max_size=30)
-SETTINGS = hypothesis_settings(max_examples=30)
+texts = kit.text_strategy(["Photosynthesis turns light into sugar.", "word " * 1_500], max_size=30)
+SETTINGS = kit.hypothesis_settings(max_examples=30)
 
 
 @st.composite
 def node_lists(draw: st.DrawFn) -> list[NodeWithScore]:
     # repeated (text, metadata) pairs: equal content, distinct nodes
-    entries = st.tuples(texts, json_metadata(min_key_size=1))
-    items = insert_repeats(draw, draw(st.lists(entries, max_size=7)), max_repeats=2)
+    entries = st.tuples(texts, kit.json_metadata(min_key_size=1))
+    items = kit.insert_repeats(draw, draw(st.lists(entries, max_size=7)), max_repeats=2)
     retrieval = st.one_of(st.none(), st.floats(-10, 10))
     scores = draw(st.lists(retrieval, min_size=len(items), max_size=len(items)))
     return [
@@ -53,23 +44,18 @@ def node_lists(draw: st.DrawFn) -> list[NodeWithScore]:
 
 @pytest.fixture(scope="module")
 def rr(tiny_model_dir: Path) -> Qwen3Reranker:
-    return load_tiny_reranker(tiny_model_dir, max_length=160, max_batch_size=8)
+    return kit.load_tiny_reranker(tiny_model_dir, max_length=160, max_batch_size=8)
 
 
 def _texts(nodes: list[NodeWithScore]) -> list[str]:
     return [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
 
 
-def _dump(nodes: list[NodeWithScore]) -> list[dict[str, Any]]:
-    return [n.model_dump() for n in nodes]
-
-
 @SETTINGS
 @given(
-    query=st.sampled_from(QUERIES),
+    query=st.sampled_from(kit.EDGE_QUERIES),
     nodes=node_lists(),
-    top_n=st.one_of(st.none(), st.integers(1, 10)),
-    min_score=st.one_of(st.none(), st.floats(0.0, 1.0)),
+    **kit.cut_strategies(),
     keep=st.booleans(),
 )
 def test_postprocess_matches_core_score(
@@ -88,7 +74,7 @@ def test_postprocess_matches_core_score(
     out = rerank.postprocess_nodes(nodes, query_str=query)
     aout = asyncio.run(rerank.apostprocess_nodes(nodes, query_str=query))
 
-    expected = expected_order(scores, top_n, min_score)
+    expected = kit.expected_order(scores, top_n, min_score)
     for result in (out, aout):
         assert [n.node.node_id for n in result] == [f"n{i}" for i in expected]
         assert [n.score for n in result] == [scores[i] for i in expected]
@@ -104,4 +90,4 @@ def test_postprocess_matches_core_score(
     for n in out:
         n.node.metadata["added"] = [1]
     assert nodes == given_list and all(a is b for a, b in zip(nodes, given_list, strict=True))
-    assert _dump(nodes) == _dump(before)
+    assert [x.model_dump() for x in nodes] == [x.model_dump() for x in before]
