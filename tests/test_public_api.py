@@ -36,24 +36,15 @@ def test_default_instruction_is_the_models() -> None:
 
 
 def test_error_hierarchy() -> None:
-    from qwen3_rerank_core import (
-        InvalidResponseError,
-        MissingDependencyError,
-        ModelLoadError,
-        Qwen3RerankError,
-        RemoteConnectionError,
-        RemoteError,
-        RemoteStatusError,
-        RemoteTimeoutError,
-    )
-
-    assert issubclass(MissingDependencyError, ImportError)
-    assert issubclass(ModelLoadError, OSError)
-    for cls in (RemoteConnectionError, RemoteTimeoutError, RemoteStatusError, InvalidResponseError):
-        assert issubclass(cls, RemoteError)
-    for cls in (MissingDependencyError, ModelLoadError, RemoteError):
-        assert issubclass(cls, Qwen3RerankError)
-    err = RemoteStatusError(503, "busy", url="http://h:1/rerank")
+    q = qwen3_rerank_core
+    assert issubclass(q.MissingDependencyError, ImportError)
+    assert issubclass(q.ModelLoadError, OSError)
+    remote = (q.RemoteConnectionError, q.RemoteTimeoutError, q.RemoteStatusError)
+    for cls in (*remote, q.InvalidResponseError):
+        assert issubclass(cls, q.RemoteError)
+    for cls in (q.MissingDependencyError, q.ModelLoadError, q.RemoteError):
+        assert issubclass(cls, q.Qwen3RerankError)
+    err = q.RemoteStatusError(503, "busy", url="http://h:1/rerank")
     assert (err.status_code, err.message) == (503, "busy")
     assert "503" in str(err) and "busy" in str(err)
 

@@ -6,6 +6,7 @@ no score is hard-coded.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,17 +119,24 @@ def test_public_api() -> None:
     assert QwenRerank.class_name() == "QwenRerank"
 
 
-def test_query_engine_sync(
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_query_engine(
+    mode: str,
     index: VectorStoreIndex,
     tiny_reranker: Qwen3Reranker,
     recorder: _Recorder,
     debug: LlamaDebugHandler,
 ) -> None:
+    """query() and aquery() rank like the core and emit the rerank events and callbacks."""
     retrieved = _retrieved(index)
-    expected = tiny_reranker.rerank(QUERY, _texts(retrieved), top_n=3)
+    texts = _texts(retrieved)
     engine = _engine(index, QwenRerank(reranker=tiny_reranker, top_n=3))
-
-    response = engine.query(QUERY)
+    if mode == "sync":
+        expected = tiny_reranker.rerank(QUERY, texts, top_n=3)
+        response = engine.query(QUERY)
+    else:
+        expected = asyncio.run(tiny_reranker.arerank(QUERY, texts, top_n=3))
+        response = asyncio.run(engine.aquery(QUERY))
 
     assert len(response.source_nodes) == 3
     _assert_matches(response.source_nodes, retrieved, expected)
@@ -143,25 +151,6 @@ def test_query_engine_sync(
     assert cb_start.payload[EventPayload.MODEL_NAME] == tiny_reranker.config.model
     assert cb_start.payload[EventPayload.TOP_K] == 3
     assert len(cb_start.payload[EventPayload.NODES]) == 10
-    assert cb_end.payload[EventPayload.NODES] == response.source_nodes
-
-
-async def test_query_engine_async(
-    index: VectorStoreIndex,
-    tiny_reranker: Qwen3Reranker,
-    recorder: _Recorder,
-    debug: LlamaDebugHandler,
-) -> None:
-    retrieved = _retrieved(index)
-    expected = await tiny_reranker.arerank(QUERY, _texts(retrieved), top_n=3)
-    engine = _engine(index, QwenRerank(reranker=tiny_reranker, top_n=3))
-
-    response = await engine.aquery(QUERY)
-
-    _assert_matches(response.source_nodes, retrieved, expected)
-    assert [type(e) for e in recorder.rerank_events()] == [ReRankStartEvent, ReRankEndEvent]
-    ((_, cb_end),) = debug.get_event_pairs(CBEventType.RERANKING)
-    assert cb_end.payload is not None
     assert cb_end.payload[EventPayload.NODES] == response.source_nodes
 
 
