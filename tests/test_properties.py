@@ -20,6 +20,7 @@ import asyncio
 import copy
 import itertools
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,11 +99,24 @@ def options(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-def resolve(opts: dict[str, Any], scores: list[float]) -> tuple[int | None, float | None]:
+@dataclass(frozen=True)
+class Scored:
+    """A call's documents as given, their scores, and ``top_n`` / ``min_score`` to pass."""
+
+    before: list[str]
+    scores: list[float]
+    top_n: int | None
+    min_score: float | None
+
+
+def scored(rr: Qwen3Reranker, query: str, documents: list[str], opts: dict[str, Any]) -> Scored:
+    """Copy and score ``documents``; resolve ``opts`` ("from-scores" picks one of the scores)."""
+    before = copy.deepcopy(documents)
+    scores = rr.score(query, documents)
     min_score = opts["min_score"]
     if min_score == "from-scores":
         min_score = scores[opts["pick"] % len(scores)] if scores else None
-    return opts["top_n"], min_score
+    return Scored(before, scores, opts["top_n"], min_score)
 
 
 @SETTINGS
@@ -110,16 +124,14 @@ def resolve(opts: dict[str, Any], scores: list[float]) -> tuple[int | None, floa
 def test_rerank_matches_score(
     rr: Qwen3Reranker, query: str, documents: list[str], opts: dict[str, Any]
 ) -> None:
-    before = copy.deepcopy(documents)
-    scores = rr.score(query, documents)
-    assert len(scores) == len(documents)
-    top_n, min_score = resolve(opts, scores)
-    ranked = rr.rerank(query, documents, top_n=top_n, min_score=min_score)
-    check_ranking(ranked, documents, scores, top_n, min_score)
-    assert documents == before
+    case = scored(rr, query, documents, opts)
+    assert len(case.scores) == len(documents)
+    ranked = rr.rerank(query, documents, top_n=case.top_n, min_score=case.min_score)
+    check_ranking(ranked, documents, case.scores, case.top_n, case.min_score)
+    assert documents == case.before
     # identical texts score identically
     for i, doc in enumerate(documents):
-        assert scores[i] == scores[documents.index(doc)]
+        assert case.scores[i] == case.scores[documents.index(doc)]
 
 
 @settings(SETTINGS, max_examples=30)
@@ -127,20 +139,18 @@ def test_rerank_matches_score(
 def test_arerank_matches_rerank(
     rr: Qwen3Reranker, query: str, documents: list[str], opts: dict[str, Any]
 ) -> None:
-    before = copy.deepcopy(documents)
-    scores = rr.score(query, documents)
-    top_n, min_score = resolve(opts, scores)
+    case = scored(rr, query, documents, opts)
 
     async def run() -> tuple[list[float], list[RerankResult]]:
         return (
             await rr.ascore(query, documents),
-            await rr.arerank(query, documents, top_n=top_n, min_score=min_score),
+            await rr.arerank(query, documents, top_n=case.top_n, min_score=case.min_score),
         )
 
     ascores, aranked = asyncio.run(run())
-    assert ascores == scores
-    check_ranking(aranked, documents, scores, top_n, min_score)
-    assert documents == before
+    assert ascores == case.scores
+    check_ranking(aranked, documents, case.scores, case.top_n, case.min_score)
+    assert documents == case.before
 
 
 @settings(SETTINGS, max_examples=15)
