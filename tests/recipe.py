@@ -136,8 +136,8 @@ class OfficialRecipe:
         self,
         query: str,
         documents: Sequence[str],
-        instruction: str | None = None,
         *,
+        instruction: str | None = None,
         batch_size: int | None = None,
     ) -> list[float]:
         """Scores of ``documents`` for ``query`` (the model card's whole pipeline)."""
