@@ -8,8 +8,8 @@ only allowed there)::
 It is deliberately not an auto-loading ``pytest11`` entry point: the package is
 a runtime library, and installing it must not add fixtures to, or import
 anything into, every pytest run of the environment. Loading the plugin imports
-only pytest and the standard library; torch, transformers and hypothesis are
-imported when a fixture or helper that needs them is used.
+only pytest, the standard library and the core itself (httpx); torch,
+transformers and hypothesis are imported when a fixture or helper needs them.
 
 Fixtures:
 
@@ -26,11 +26,15 @@ Fixtures:
 
 Helpers for the tests of rerankers and of the framework adapters:
 :data:`SAMPLE_QUERY` / :data:`SAMPLE_TEXTS` (a query and twelve passages, some
-relevant), :data:`EDGE_TEXTS` (texts that must be scored like any other),
-:func:`expected_order` (the ranking a reranker must return for given scores),
-and hypothesis helpers (:func:`hypothesis_settings`, :func:`text_strategy`,
-:func:`insert_repeats`, :func:`json_metadata`; they need ``hypothesis``, in the
-``test`` extra).
+relevant), :data:`EDGE_QUERIES` / :data:`EDGE_TEXTS` (inputs that must be
+scored like any other), :func:`expected_order` (the ranking a reranker must
+return for given scores), :func:`load_tiny_reranker`; hypothesis helpers
+(:func:`hypothesis_settings`, :func:`text_strategy`, :func:`insert_repeats`,
+:func:`json_metadata`, :func:`cut_strategies`; they need ``hypothesis``, in the
+``test`` extra); and for adapters, :class:`AdapterContract` (tests every
+adapter passes, to subclass), :func:`bad_list_cases`,
+:func:`adapter_with_own_reranker`, :func:`record_async_calls` and
+:func:`run_markdown_examples`.
 
 Example (a test module, with the plugin loaded)::
 

@@ -17,6 +17,10 @@ Example::
     >>> from qwen3_rerank_core import Qwen3Reranker  # doctest: +SKIP
     >>> Qwen3Reranker(model=str(folder)).score("q", ["a", "b"])  # doctest: +SKIP
 
+For pytest, :mod:`qwen3_rerank_core.pytest_plugin` wraps these in fixtures
+(``tiny_model_dir``, ``tiny_tokenizer``, ``tiny_reranker``): list it in your
+root ``conftest.py`` as ``pytest_plugins = ["qwen3_rerank_core.pytest_plugin"]``.
+
 Building needs the ``transformers`` and ``test`` extras
 (``pip install "qwen3-rerank-core[transformers,test]"``); they are imported
 only when a function here is called.
