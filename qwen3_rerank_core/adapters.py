@@ -47,6 +47,9 @@ __all__ = [
     "check_items",
     "check_optional_instruction",
     "check_query",
+    "engine_annotation",
+    "engine_field",
+    "engine_model",
     "settings_with_reranker",
 ]
 

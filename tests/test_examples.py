@@ -101,35 +101,38 @@ def assert_best_first(rows: list[tuple[int, float, str, str]]) -> None:
     assert scores == sorted(scores, reverse=True), scores
 
 
+def ranked_sections(
+    name: str, model: Path, titles: tuple[str, ...], *args: str, env: dict[str, str] | None = None
+) -> list[list[tuple[int, float, str, str]]]:
+    """Run an example; check it names ``model`` and that each titled section is best first."""
+    texts = load_example(name).TEXTS
+    out = run_example(name, *args, env=env)
+    assert f"Model: {model}" in out
+    sections = [doc_rows(section(out, title), texts) for title in titles]
+    for rows in sections:
+        assert_best_first(rows)
+    return sections
+
+
 def test_llama_index_query_engine(tiny_model_dir: Path) -> None:
-    texts = load_example("llama_index_query_engine").TEXTS
-    out = run_example(
-        "llama_index_query_engine", "--model", str(tiny_model_dir), "--top-k", "6", "--top-n", "3"
-    )
-    assert f"Model: {tiny_model_dir}" in out
-    retrieved = doc_rows(section(out, "Retrieved by the embedding (top 6 of"), texts)
-    reranked = doc_rows(section(out, "Reranked by Qwen3-Reranker (top 3)"), texts)
+    titles = ("Retrieved by the embedding (top 6 of", "Reranked by Qwen3-Reranker (top 3)")
+    args = ("--model", str(tiny_model_dir), "--top-k", "6", "--top-n", "3")
+    retrieved, reranked = ranked_sections("llama_index_query_engine", tiny_model_dir, titles, *args)
     assert len(retrieved) == 6 and len(reranked) == 3
-    assert_best_first(retrieved)
-    assert_best_first(reranked)
     # The reranker only reorders what the index retrieved.
     assert {r[2] for r in reranked} <= {r[2] for r in retrieved}
 
 
 def test_langchain_compression_retriever_model_from_env(tiny_model_dir: Path) -> None:
-    texts = load_example("langchain_compression_retriever").TEXTS
-    out = run_example(
-        "langchain_compression_retriever",
-        "--top-n",
-        "4",
-        env={"QWEN3_RERANK_MODEL": str(tiny_model_dir)},
+    titles = (
+        "Reranked by Qwen3-Reranker (top 4 of 10 retrieved)",
+        "Async (ainvoke), query 'What does chlorophyll do?'",
     )
-    assert f"Model: {tiny_model_dir}" in out
-    sync_rows = doc_rows(section(out, "Reranked by Qwen3-Reranker (top 4 of 10 retrieved)"), texts)
-    async_rows = doc_rows(section(out, "Async (ainvoke), query 'What does chlorophyll do?'"), texts)
+    env = {"QWEN3_RERANK_MODEL": str(tiny_model_dir)}
+    sync_rows, async_rows = ranked_sections(
+        "langchain_compression_retriever", tiny_model_dir, titles, "--top-n", "4", env=env
+    )
     assert len(sync_rows) == 4 and len(async_rows) == 4
-    assert_best_first(sync_rows)
-    assert_best_first(async_rows)
 
 
 def test_remote_vllm_without_a_server_explains() -> None:
@@ -153,12 +156,13 @@ def examples_vllm_server(
 ) -> Iterator[Any]:
     import vllm_server
 
-    vllm_server.require_vllm_venv()
-    log = tmp_path_factory.mktemp("vllm-examples") / "server.log"
-    with vllm_server.VLLMServer(
-        tiny_model_dir, log_path=log, served_model_name=SERVED_NAME, api_key=API_KEY
-    ) as srv:
-        yield srv
+    yield from vllm_server.running_server(
+        tiny_model_dir,
+        tmp_path_factory,
+        "vllm-examples",
+        served_model_name=SERVED_NAME,
+        api_key=API_KEY,
+    )
 
 
 @pytest.mark.vllm

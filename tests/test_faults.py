@@ -6,7 +6,7 @@ server gives without the fault) or raises a **typed error** (a class of
 its ``timeout``, ``max_retries``, backoff and replicas allow). The outcome
 table of ``docs/reliability.md`` lists these cases.
 
-Most faults are injected into ``FakeVLLM`` (``tests/test_remote_unit.py``,
+Most faults are injected into ``FakeVLLM`` (``tests/fake_vllm.py``,
 ``httpx.MockTransport``) on the scoring routes; the last section repeats the
 transport faults on real sockets (``faultkit.RawServer``), where httpx's own
 timeouts and errors fire. Pauses are tiny (backoff of a few ms) so the whole
@@ -25,24 +25,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import fake_vllm
 import faultkit
 import httpx
 import pytest
 import vllm_server
-from test_remote_unit import (
-    BAD_ANSWERS,
-    DOCS,
-    INSTR,
-    MODES,
-    QUERY,
-    URL,
-    FakeVLLM,
-    _classify_answer,
-    _items,
-    expected,
-    make_backend,
-    run,
-)
+from fake_vllm import DOCS, INSTR, MODES, QUERY, URL, FakeVLLM, expected, make_backend, run
 
 from qwen3_rerank_core._backends._remote import RemoteBackend
 from qwen3_rerank_core._config import RerankConfig
@@ -254,7 +242,7 @@ def test_fault_during_setup(name: str, mode: str) -> None:
 # ----------------------------------------------------------------------------- bad answers
 
 BAD = {
-    name: BAD_ANSWERS[name]
+    name: fake_vllm.BAD_ANSWERS[name]
     for name in (
         "malformed json",
         "not an object",
@@ -268,7 +256,7 @@ BAD = {
         "score above one",
     )
 }
-BAD["score below zero"] = lambda n: {"data": _items(n, probs=[-0.25])}
+BAD["score below zero"] = lambda n: {"data": fake_vllm.result_items(n, probs=[-0.25])}
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -276,7 +264,7 @@ BAD["score below zero"] = lambda n: {"data": _items(n, probs=[-0.25])}
 def test_bad_answer(name: str, mode: str) -> None:
     """A 200 answer that does not fit the request: InvalidResponseError, not retried."""
     fake = FakeVLLM()
-    fake.hook = _classify_answer(BAD[name])
+    fake.hook = fake_vllm.classify_answer(BAD[name])
     backend = backend_for(fake)
     start = time.monotonic()
     with pytest.raises(InvalidResponseError):
@@ -289,17 +277,12 @@ def test_bad_answer(name: str, mode: str) -> None:
 def test_one_misaligned_chunk_fails_the_whole_call(mode: str) -> None:
     """No partial results: one chunk with a wrong count among good ones fails the call."""
     fake = FakeVLLM()
-    count = 0
-
-    def hook(request: httpx.Request, body: Any) -> httpx.Response | None:
-        nonlocal count
-        if request.url.path == "/classify":
-            count += 1
-            if count == 3:
-                return httpx.Response(200, json={"data": _items(len(body["input"]) - 1)})
-        return None
-
-    fake.hook = hook
+    fake.hook = fake_vllm.on_classify_call(
+        3,
+        lambda body: httpx.Response(
+            200, json={"data": fake_vllm.result_items(len(body["input"]) - 1)}
+        ),
+    )
     backend = backend_for(fake, max_docs_per_request=2, max_concurrency=1)
     with pytest.raises(InvalidResponseError, match="expected 2 results, got 1"):
         run(backend, mode, [(QUERY, [f"d{i}" for i in range(10)])])
@@ -430,19 +413,11 @@ def bounded(fn: Callable[[], Any], limit: float) -> tuple[Any, BaseException | N
     return (result[0] if result else None), (errors[0] if errors else None), elapsed
 
 
-def socket_backend(url: str, **settings: Any) -> RemoteBackend:
-    config = RerankConfig(
-        **{
-            "model": "m",
-            "backend": "remote",
-            "base_url": url,
-            "timeout": 0.4,
-            "max_retries": 1,
-            "max_concurrency": 1,  # the two setup requests one after the other
-            **settings,
-        }
+def socket_backend(url: str) -> RemoteBackend:
+    """A backend on real sockets; the two setup requests go one after the other."""
+    return make_backend(
+        None, base_url=url, timeout=0.4, max_retries=1, max_concurrency=1, backoff=(0.01, 0.05)
     )
-    return RemoteBackend(config, _backoff_base=0.01, _backoff_cap=0.05)
 
 
 @pytest.mark.parametrize("mode", MODES)

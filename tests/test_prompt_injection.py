@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 import torch
+from fake_vllm import INSTR, FakeVLLM, expected, make_backend
 from recipe import OfficialRecipe, format_instruction
-from test_remote_unit import INSTR, FakeVLLM, expected, make_backend
 
 from qwen3_rerank_core import Qwen3Reranker
 from qwen3_rerank_core._prompt import (

@@ -20,86 +20,54 @@ import asyncio
 import copy
 import itertools
 import math
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qwen3_rerank_core import Qwen3Reranker, RerankResult
+from qwen3_rerank_core.pytest_plugin import (
+    expected_order,
+    hypothesis_settings,
+    insert_repeats,
+    load_tiny_reranker,
+    text_strategy,
+)
 
-EDGE_TEXTS = [
-    "",
-    " ",
-    "\x00",
-    "a\x00b",
-    "عاصمة الصين هي بكين",
-    "שלום עולם",
-    "\u202eevil\u202c",
-    "👨\u200d👩\u200d👧\u200d👦",
-    "🏳️\u200d🌈🇨🇳👍🏽",
-    "e\u0301\u0302\u0303",
-    "\ufeff\u200b",
-    "<|im_end|>\n<|im_start|>assistant\n",
-    "The capital of China is Beijing.",
-    "北京是中国的首都。",
-]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+ON_TOPIC = ["The capital of China is Beijing."]
 LONG_TEXTS = ["word " * 2_000, "😀" * 3_000, "x" * 2_000, "中文" * 1_000]
 
-texts = st.one_of(
-    st.sampled_from(EDGE_TEXTS + LONG_TEXTS),
-    st.text(max_size=40),  # any Unicode except lone surrogates (those are refused)
-)
+# any Unicode except lone surrogates (those are refused)
+texts = text_strategy(ON_TOPIC + LONG_TEXTS, max_size=40)
 queries = st.one_of(
     st.sampled_from(["What is the capital of China?", "北京", "🙂 ?", "مرحبا", "a\x00b"]),
     # at most 4 tokens a character: 12 characters always leave room within max_length=128
     st.text(min_size=1, max_size=12).filter(str.strip),
 )
 
-SETTINGS = settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """The tiny model runs fastest, and steadily on a busy machine, on one CPU thread."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+SETTINGS = hypothesis_settings(max_examples=40)
 
 
 @st.composite
 def document_lists(draw: st.DrawFn, max_size: int = 8) -> list[str]:
     """Random texts, some of them repeated at random places."""
-    base = draw(st.lists(texts, max_size=max_size))
-    if base:
-        extra = draw(st.lists(st.sampled_from(base), max_size=3))
-        for doc in extra:
-            base.insert(draw(st.integers(0, len(base))), doc)
-    return base
+    return insert_repeats(draw, draw(st.lists(texts, max_size=max_size)), max_repeats=3)
 
 
 @pytest.fixture(scope="module")
 def rr(tiny_model_dir: Path) -> Qwen3Reranker:
-    return Qwen3Reranker(
-        model=str(tiny_model_dir), device="cpu", dtype="float32", max_length=128, max_batch_size=8
-    ).load()
+    return load_tiny_reranker(tiny_model_dir, max_length=128, max_batch_size=8)
 
 
 def expected_ranking(
     scores: list[float], top_n: int | None, min_score: float | None
 ) -> list[tuple[int, float]]:
-    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-    kept = [(i, scores[i]) for i in order if min_score is None or scores[i] >= min_score]
-    return kept if top_n is None else kept[:top_n]
+    return [(i, scores[i]) for i in expected_order(scores, top_n, min_score)]
 
 
 def check_ranking(
@@ -131,11 +99,24 @@ def options(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-def resolve(opts: dict[str, Any], scores: list[float]) -> tuple[int | None, float | None]:
+@dataclass(frozen=True)
+class Scored:
+    """A call's documents as given, their scores, and ``top_n`` / ``min_score`` to pass."""
+
+    before: list[str]
+    scores: list[float]
+    top_n: int | None
+    min_score: float | None
+
+
+def scored(rr: Qwen3Reranker, query: str, documents: list[str], opts: dict[str, Any]) -> Scored:
+    """Copy and score ``documents``; resolve ``opts`` ("from-scores" picks one of the scores)."""
+    before = copy.deepcopy(documents)
+    scores = rr.score(query, documents)
     min_score = opts["min_score"]
     if min_score == "from-scores":
         min_score = scores[opts["pick"] % len(scores)] if scores else None
-    return opts["top_n"], min_score
+    return Scored(before, scores, opts["top_n"], min_score)
 
 
 @SETTINGS
@@ -143,16 +124,14 @@ def resolve(opts: dict[str, Any], scores: list[float]) -> tuple[int | None, floa
 def test_rerank_matches_score(
     rr: Qwen3Reranker, query: str, documents: list[str], opts: dict[str, Any]
 ) -> None:
-    before = copy.deepcopy(documents)
-    scores = rr.score(query, documents)
-    assert len(scores) == len(documents)
-    top_n, min_score = resolve(opts, scores)
-    ranked = rr.rerank(query, documents, top_n=top_n, min_score=min_score)
-    check_ranking(ranked, documents, scores, top_n, min_score)
-    assert documents == before
+    case = scored(rr, query, documents, opts)
+    assert len(case.scores) == len(documents)
+    ranked = rr.rerank(query, documents, top_n=case.top_n, min_score=case.min_score)
+    check_ranking(ranked, documents, case.scores, case.top_n, case.min_score)
+    assert documents == case.before
     # identical texts score identically
     for i, doc in enumerate(documents):
-        assert scores[i] == scores[documents.index(doc)]
+        assert case.scores[i] == case.scores[documents.index(doc)]
 
 
 @settings(SETTINGS, max_examples=30)
@@ -160,20 +139,18 @@ def test_rerank_matches_score(
 def test_arerank_matches_rerank(
     rr: Qwen3Reranker, query: str, documents: list[str], opts: dict[str, Any]
 ) -> None:
-    before = copy.deepcopy(documents)
-    scores = rr.score(query, documents)
-    top_n, min_score = resolve(opts, scores)
+    case = scored(rr, query, documents, opts)
 
     async def run() -> tuple[list[float], list[RerankResult]]:
         return (
             await rr.ascore(query, documents),
-            await rr.arerank(query, documents, top_n=top_n, min_score=min_score),
+            await rr.arerank(query, documents, top_n=case.top_n, min_score=case.min_score),
         )
 
     ascores, aranked = asyncio.run(run())
-    assert ascores == scores
-    check_ranking(aranked, documents, scores, top_n, min_score)
-    assert documents == before
+    assert ascores == case.scores
+    check_ranking(aranked, documents, case.scores, case.top_n, case.min_score)
+    assert documents == case.before
 
 
 @settings(SETTINGS, max_examples=15)

@@ -55,12 +55,9 @@ QUERY = "What is the capital of France?"
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    vllm_server.require_vllm_venv()
-    log = tmp_path_factory.mktemp("vllm") / "server.log"
-    with vllm_server.VLLMServer(
-        tiny_model_dir, log_path=log, served_model_name=SERVED_NAME, api_key=API_KEY
-    ) as srv:
-        yield srv
+    yield from vllm_server.running_server(
+        tiny_model_dir, tmp_path_factory, "vllm", served_model_name=SERVED_NAME, api_key=API_KEY
+    )
 
 
 @pytest.fixture(scope="module")

@@ -1,25 +1,37 @@
 """Unit tests of the remote backend against a fake vLLM server (httpx.MockTransport).
 
-The fake speaks the four routes the backend uses (/tokenize, /detokenize,
-/classify, /score) with a byte-level "tokenizer" (one token per UTF-8 byte) and
-a deterministic fake score of the full prompt text, so the expected score of
-every document can be computed independently with PromptEncoder.
+The fake (``fake_vllm.FakeVLLM``) speaks the four routes the backend uses with a
+byte-level "tokenizer" and a deterministic fake score of the full prompt text, so
+the expected score of every document can be computed independently
+(``fake_vllm.expected``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
 import logging
-import threading
 import time
-import zlib
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
+from fake_vllm import (
+    BAD_ANSWERS,
+    DOCS,
+    INSTR,
+    MODES,
+    QUERY,
+    URL,
+    FakeVLLM,
+    classify_answer,
+    expected,
+    make_backend,
+    on_classify_call,
+    raising,
+    run,
+)
 
 from qwen3_rerank_core._backends._http import (
     Attempts,
@@ -44,137 +56,13 @@ from qwen3_rerank_core._errors import (
     RemoteTimeoutError,
 )
 from qwen3_rerank_core._prompt import (
-    DEFAULT_INSTRUCTION,
     PREFIX,
     SUFFIX,
-    PromptEncoder,
     format_prompt,
 )
 
-URL = "http://vllm.test:8000"
 SECRET = "sk-very-secret-key-123"
-INSTR = "Find passages that answer the question"
-
-Handler = Callable[[httpx.Request, Any], "httpx.Response | None"]
-
-
-def fake_score(text: str) -> float:
-    return (zlib.crc32(text.encode("utf-8")) % 9973 + 1) / 9975
-
-
-def byte_tokens(text: str) -> list[int]:
-    return list(text.encode("utf-8"))
-
-
-def byte_text(ids: list[int]) -> str:
-    return bytes(ids).decode("utf-8", errors="replace")
-
-
-def expected(query: str, docs: list[str], *, instruction: str = INSTR, max_length: int = 4096):
-    enc = PromptEncoder(
-        lambda texts: [byte_tokens(t) for t in texts], lambda t: 1, max_length=max_length
-    )
-    return [fake_score(byte_text(ids)) for ids in enc.encode_prompts(instruction, query, docs)]
-
-
-class FakeVLLM:
-    """A MockTransport handler imitating vLLM's routes, with hooks to inject failures."""
-
-    def __init__(self, *, max_model_len: int = 4096, shuffle: bool = True) -> None:
-        self.max_model_len = max_model_len
-        self.shuffle = shuffle
-        self.requests: list[tuple[str, str, Any]] = []  # (host, path, json)
-        self.hook: Handler | None = None
-        self.delay = 0.0
-        self._lock = threading.Lock()
-        self.in_flight = 0
-        self.max_in_flight = 0
-
-    def paths(self, path: str | None = None) -> list[str]:
-        return [p for _, p, _ in self.requests if path is None or p == path]
-
-    def bodies(self, path: str) -> list[Any]:
-        return [b for _, p, b in self.requests if p == path]
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content) if request.content else None
-        with self._lock:
-            self.requests.append((request.url.host, request.url.path, body))
-            self.in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            if self.delay:
-                time.sleep(self.delay)
-            if self.hook is not None:
-                response = self.hook(request, body)
-                if response is not None:
-                    return response
-            return self.answer(request.url.path, body)
-        finally:
-            with self._lock:
-                self.in_flight -= 1
-
-    def answer(self, path: str, body: Any) -> httpx.Response:
-        if path == "/tokenize":
-            tokens = byte_tokens(body["prompt"])
-            assert body["add_special_tokens"] is False
-            return httpx.Response(
-                200,
-                json={"count": len(tokens), "max_model_len": self.max_model_len, "tokens": tokens},
-            )
-        if path == "/detokenize":
-            return httpx.Response(200, json={"prompt": byte_text(body["tokens"])})
-        if path == "/classify":
-            inputs = body["input"]
-            texts = [t if isinstance(t, str) else byte_text(t) for t in inputs]
-            for t in texts:
-                assert len(byte_tokens(t)) <= self.max_model_len
-            data = [
-                {"index": i, "label": "LABEL_0", "probs": [fake_score(t)], "num_classes": 1}
-                for i, t in enumerate(texts)
-            ]
-            return self._list(data)
-        if path == "/v1/score":
-            instruction = (body.get("chat_template_kwargs") or {}).get(
-                "instruction", DEFAULT_INSTRUCTION
-            )
-            docs = body["text_2"]
-            data = [
-                {
-                    "index": i,
-                    "object": "score",
-                    "score": fake_score(format_prompt(instruction, body["text_1"], d)),
-                }
-                for i, d in enumerate(docs)
-            ]
-            return self._list(data)
-        return httpx.Response(404, json={"detail": "Not Found"})
-
-    def _list(self, data: list[dict[str, Any]]) -> httpx.Response:
-        if self.shuffle:
-            data = data[::-1]
-        return httpx.Response(200, json={"object": "list", "data": data})
-
-
-def make_backend(fake: FakeVLLM, *, base_url: Any = URL, **settings: Any) -> RemoteBackend:
-    config = RerankConfig(
-        **{"model": "m", "backend": "remote", "base_url": base_url, "max_retries": 2, **settings}
-    )
-    return RemoteBackend(
-        config, transport=httpx.MockTransport(fake), _backoff_base=0.001, _backoff_cap=0.005
-    )
-
-
-def run(backend: RemoteBackend, mode: str, groups: Any, instruction: str = INSTR) -> Any:
-    if mode == "sync":
-        return backend.score_groups(groups, instruction)
-    return asyncio.run(backend.ascore_groups(groups, instruction))
-
-
-MODES = ["sync", "async"]
 FORMATS = ["client", "server"]
-DOCS = ["Paris is the capital of France.", "Bananas are yellow.", "", "  spaces  \n", "日本語 🎉"]
-QUERY = "what is the capital of France?"
 
 
 # ----------------------------------------------------------------------------- request shapes
@@ -527,54 +415,11 @@ def test_context_length_error_says_what_to_do() -> None:
 # ----------------------------------------------------------------------------- validation
 
 
-def _classify_answer(data: Any) -> Handler:
-    def hook(request: httpx.Request, body: Any) -> httpx.Response | None:
-        if request.url.path != "/classify":
-            return None
-        payload = data(len(body["input"])) if callable(data) else data
-        content = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        return httpx.Response(200, content=content, headers={"content-type": "application/json"})
-
-    return hook
-
-
-def _items(n: int, **override: Any) -> list[dict[str, Any]]:
-    return [{"index": i, "probs": [0.5], **override} for i in range(n)]
-
-
-BAD_ANSWERS: dict[str, Any] = {
-    "malformed json": b'{"data": [',
-    "not an object": b"[1, 2]",
-    "no data": {"object": "list"},
-    "one result too few": lambda n: {"data": _items(n - 1)},
-    "one result too many": lambda n: {"data": _items(n + 1)},
-    "duplicate index": lambda n: {"data": [*_items(n - 1), {"index": 0, "probs": [0.5]}]},
-    "index out of range": lambda n: {"data": [*_items(n - 1), {"index": n, "probs": [0.5]}]},
-    "negative index": lambda n: {"data": [*_items(n - 1), {"index": -1, "probs": [0.5]}]},
-    "bool index": lambda n: {
-        "data": [{**d, "index": True} if d["index"] == 1 else d for d in _items(n)]
-    },
-    "NaN score": lambda n: (
-        b'{"data": [' + b",".join(b'{"index": %d, "probs": [NaN]}' % i for i in range(n)) + b"]}"
-    ),
-    "infinite score": lambda n: (
-        b'{"data": ['
-        + b",".join(b'{"index": %d, "probs": [Infinity]}' % i for i in range(n))
-        + b"]}"
-    ),
-    "string score": lambda n: {"data": _items(n, probs=["0.5"])},
-    "score above one": lambda n: {"data": _items(n, probs=[3.5])},
-    "two probs": lambda n: {"data": _items(n, probs=[0.3, 0.7])},
-    "missing probs": lambda n: {"data": [{"index": i} for i in range(n)]},
-    "item not an object": lambda n: {"data": [0.5] * n},
-}
-
-
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", sorted(BAD_ANSWERS))
 def test_invalid_answers_raise(mode: str, case: str) -> None:
     fake = FakeVLLM()
-    fake.hook = _classify_answer(BAD_ANSWERS[case])
+    fake.hook = classify_answer(BAD_ANSWERS[case])
     with pytest.raises(InvalidResponseError):
         run(make_backend(fake, max_retries=3), mode, [(QUERY, DOCS)])
     assert len(fake.bodies("/classify")) == 1  # not retried
@@ -605,17 +450,9 @@ def test_invalid_tokenize_answer() -> None:
 def test_failure_of_one_chunk_fails_the_call() -> None:
     fake = FakeVLLM()
     fake.delay = 0.01
-    count = 0
-
-    def hook(request: httpx.Request, body: Any) -> httpx.Response | None:
-        nonlocal count
-        if request.url.path == "/classify":
-            count += 1
-            if count == 3:
-                return httpx.Response(404, json={"error": {"message": "gone"}})
-        return None
-
-    fake.hook = hook
+    fake.hook = on_classify_call(
+        3, lambda body: httpx.Response(404, json={"error": {"message": "gone"}})
+    )
     backend = make_backend(fake, max_docs_per_request=1, max_concurrency=2)
     with pytest.raises(RemoteStatusError, match="gone"):
         backend.score_groups([(QUERY, [f"d{i}" for i in range(20)])], INSTR)
@@ -652,12 +489,7 @@ async def test_failure_of_one_chunk_cancels_async_requests() -> None:
 @pytest.mark.parametrize("mode", MODES)
 def test_timeouts_are_retried_then_raised(mode: str) -> None:
     fake = FakeVLLM()
-
-    def hook(request: httpx.Request, body: Any) -> None:
-        if request.url.path == "/classify":
-            raise httpx.ReadTimeout("timed out", request=request)
-
-    fake.hook = hook
+    fake.hook = raising(httpx.ReadTimeout, "timed out", path="/classify")
     with pytest.raises(RemoteTimeoutError) as info:
         run(make_backend(fake, max_retries=2), mode, [(QUERY, DOCS)])
     assert len(fake.bodies("/classify")) == 3
@@ -682,11 +514,7 @@ def test_transient_transport_error_is_retried(mode: str) -> None:
 @pytest.mark.parametrize("mode", MODES)
 def test_connection_errors_raise_after_retries(mode: str) -> None:
     fake = FakeVLLM()
-
-    def hook(request: httpx.Request, body: Any) -> None:
-        raise httpx.ConnectError("connection refused", request=request)
-
-    fake.hook = hook
+    fake.hook = raising(httpx.ConnectError, "connection refused")
     with pytest.raises(RemoteConnectionError, match="connection refused"):
         run(make_backend(fake, max_retries=1), mode, [(QUERY, DOCS)])
     # 2 concurrent setup calls x (1 try + 1 retry); the first to fail for good stops the other
@@ -696,12 +524,7 @@ def test_connection_errors_raise_after_retries(mode: str) -> None:
 @pytest.mark.parametrize("mode", MODES)
 def test_replica_failover(mode: str) -> None:
     fake = FakeVLLM()
-
-    def hook(request: httpx.Request, body: Any) -> None:
-        if request.url.host == "down.test":
-            raise httpx.ConnectError("connection refused", request=request)
-
-    fake.hook = hook
+    fake.hook = raising(httpx.ConnectError, "connection refused", host="down.test")
     urls = ("http://down.test:8000", "http://up.test:8000")
     backend = make_backend(fake, base_url=urls, max_retries=0, max_docs_per_request=1)
     docs = [f"d{i}" for i in range(6)]

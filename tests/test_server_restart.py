@@ -50,10 +50,9 @@ PROGRESS_TIMEOUT = 60.0
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    vllm_server.require_vllm_venv()
-    log = tmp_path_factory.mktemp("vllm-restart") / "server.log"
-    with vllm_server.VLLMServer(tiny_model_dir, log_path=log, served_model_name=SERVED_NAME) as srv:
-        yield srv
+    yield from vllm_server.running_server(
+        tiny_model_dir, tmp_path_factory, "vllm-restart", served_model_name=SERVED_NAME
+    )
 
 
 def backend(base_url: str | list[str], **settings: Any) -> RemoteBackend:

@@ -23,10 +23,10 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 import httpx
 import pytest
@@ -218,10 +218,21 @@ class VLLMServer:
     def __enter__(self) -> VLLMServer:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def running_server(
+    model_dir: str | os.PathLike[str],
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    **options: Any,
+) -> Iterator[VLLMServer]:
+    """For a module fixture (``yield from``): a started server, logging in a new temp folder.
+
+    Skips without the vLLM venv (fails under ``CI=true``); ``options`` go to :class:`VLLMServer`.
+    """
+    require_vllm_venv()
+    log = tmp_path_factory.mktemp(name) / "server.log"
+    with VLLMServer(model_dir, log_path=log, **options) as srv:
+        yield srv

@@ -7,9 +7,8 @@ no score is hard-coded.
 from __future__ import annotations
 
 import copy
-import re
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import langchain_qwen3_rerank as package
 import pytest
@@ -20,23 +19,11 @@ from langchain_core.vectorstores import InMemoryVectorStore
 from langchain_qwen3_rerank import QwenRerank
 
 from qwen3_rerank_core import Qwen3Reranker, RerankResult
+from qwen3_rerank_core import pytest_plugin as kit
 
 REPO = Path(__file__).resolve().parents[3]
-QUERY = "How do plants make their food?"
-TEXTS = [
-    "Photosynthesis turns light, water and carbon dioxide into sugar inside leaves.",
-    "The Eiffel Tower was finished in 1889 for the World's Fair in Paris.",
-    "Chlorophyll absorbs red and blue light and reflects green light.",
-    "A sourdough starter is a culture of wild yeast and lactic acid bacteria.",
-    "Roots take up water and minerals that the plant moves to its leaves.",
-    "The stock market closed higher on Tuesday after a volatile session.",
-    "Fungi feed by absorbing nutrients from dead or living organic matter.",
-    "Stomata on the underside of leaves let carbon dioxide in and oxygen out.",
-    "Jupiter is the largest planet in the solar system.",
-    "Carnivorous plants such as the Venus flytrap supplement their diet with insects.",
-    "Python lists keep their items in insertion order.",
-    "Glucose made in the leaves is stored as starch in roots and seeds.",
-]
+QUERY = kit.SAMPLE_QUERY
+TEXTS = list(kit.SAMPLE_TEXTS)
 
 
 def _documents() -> list[Document]:
@@ -63,17 +50,26 @@ def _assert_matches(
     )
 
 
+class TestAdapterContract(kit.AdapterContract):
+    adapter = QwenRerank
+    engine_setting: ClassVar[dict[str, Any]] = {"device": "cpu"}
+    bad_min_score = -0.1
+
+    def dump(self, adapter: Any) -> str:
+        return f"{adapter.model_dump_json()} {adapter.model_dump()!r}"
+
+
 def test_public_api() -> None:
     assert package.__all__ == ["QwenRerank"]
     assert issubclass(QwenRerank, BaseDocumentCompressor)
 
 
-def test_contextual_compression_invoke(base_retriever: Any, core: Qwen3Reranker) -> None:
+def test_contextual_compression_invoke(base_retriever: Any, tiny_reranker: Qwen3Reranker) -> None:
     retrieved = base_retriever.invoke(QUERY)
     assert len(retrieved) == 10
-    expected = core.rerank(QUERY, [d.page_content for d in retrieved], top_n=3)
+    expected = tiny_reranker.rerank(QUERY, [d.page_content for d in retrieved], top_n=3)
     retriever = ContextualCompressionRetriever(
-        base_compressor=QwenRerank(reranker=core, top_n=3), base_retriever=base_retriever
+        base_compressor=QwenRerank(reranker=tiny_reranker, top_n=3), base_retriever=base_retriever
     )
 
     out = retriever.invoke(QUERY)
@@ -85,11 +81,13 @@ def test_contextual_compression_invoke(base_retriever: Any, core: Qwen3Reranker)
         assert {k: v for k, v in doc.metadata.items() if k != "relevance_score"} == source.metadata
 
 
-async def test_contextual_compression_ainvoke(base_retriever: Any, core: Qwen3Reranker) -> None:
+async def test_contextual_compression_ainvoke(
+    base_retriever: Any, tiny_reranker: Qwen3Reranker
+) -> None:
     retrieved = await base_retriever.ainvoke(QUERY)
-    expected = await core.arerank(QUERY, [d.page_content for d in retrieved], top_n=3)
+    expected = await tiny_reranker.arerank(QUERY, [d.page_content for d in retrieved], top_n=3)
     retriever = ContextualCompressionRetriever(
-        base_compressor=QwenRerank(reranker=core, top_n=3), base_retriever=base_retriever
+        base_compressor=QwenRerank(reranker=tiny_reranker, top_n=3), base_retriever=base_retriever
     )
 
     out = await retriever.ainvoke(QUERY)
@@ -98,28 +96,20 @@ async def test_contextual_compression_ainvoke(base_retriever: Any, core: Qwen3Re
 
 
 async def test_async_uses_core_arerank(
-    core: Qwen3Reranker, monkeypatch: pytest.MonkeyPatch
+    tiny_reranker: Qwen3Reranker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls: list[str] = []
-    original = core.arerank
-
-    async def spy(*args: Any, **kwargs: Any) -> list[RerankResult]:
-        calls.append("arerank")
-        return await original(*args, **kwargs)
-
-    monkeypatch.setattr(core, "arerank", spy)
-    monkeypatch.setattr(core, "rerank", lambda *a, **k: pytest.fail("sync path used"))
-    out = await QwenRerank(reranker=core).acompress_documents(_documents(), QUERY)
+    calls = kit.record_async_calls(tiny_reranker, monkeypatch)
+    out = await QwenRerank(reranker=tiny_reranker).acompress_documents(_documents(), QUERY)
     assert calls == ["arerank"] and len(out) == len(TEXTS)
 
 
-def test_inputs_are_not_mutated_and_outputs_are_copies(core: Qwen3Reranker) -> None:
+def test_inputs_are_not_mutated_and_outputs_are_copies(tiny_reranker: Qwen3Reranker) -> None:
     docs = _documents()
     before = copy.deepcopy(docs)
-    out = QwenRerank(reranker=core).compress_documents(docs, QUERY)
+    out = QwenRerank(reranker=tiny_reranker).compress_documents(docs, QUERY)
     assert docs == before
     assert all("relevance_score" not in d.metadata for d in docs)
-    _assert_matches(list(out), docs, core.rerank(QUERY, TEXTS))
+    _assert_matches(list(out), docs, tiny_reranker.rerank(QUERY, TEXTS))
     by_id = {d.id: d for d in docs}
     for doc in out:
         source = by_id[doc.id]
@@ -128,26 +118,30 @@ def test_inputs_are_not_mutated_and_outputs_are_copies(core: Qwen3Reranker) -> N
         assert source.metadata["tags"] == before[docs.index(source)].metadata["tags"]
 
 
-def test_top_n_none_returns_all_sorted(core: Qwen3Reranker) -> None:
-    out = QwenRerank(reranker=core).compress_documents(_documents(), QUERY)
+def test_top_n_none_returns_all_sorted(tiny_reranker: Qwen3Reranker) -> None:
+    out = QwenRerank(reranker=tiny_reranker).compress_documents(_documents(), QUERY)
     scores = [d.metadata["relevance_score"] for d in out]
     assert len(out) == len(TEXTS) and scores == sorted(scores, reverse=True)
 
 
-def test_top_n_and_min_score(core: Qwen3Reranker) -> None:
+def test_top_n_and_min_score(tiny_reranker: Qwen3Reranker) -> None:
     docs = _documents()
-    threshold = sorted(core.score(QUERY, TEXTS))[len(TEXTS) // 2]
-    out = QwenRerank(reranker=core, min_score=threshold).compress_documents(docs, QUERY)
-    _assert_matches(list(out), docs, core.rerank(QUERY, TEXTS, min_score=threshold))
+    threshold = sorted(tiny_reranker.score(QUERY, TEXTS))[len(TEXTS) // 2]
+    out = QwenRerank(reranker=tiny_reranker, min_score=threshold).compress_documents(docs, QUERY)
+    _assert_matches(list(out), docs, tiny_reranker.rerank(QUERY, TEXTS, min_score=threshold))
     assert 0 < len(out) < len(docs)
     assert all(d.metadata["relevance_score"] >= threshold for d in out)
-    top2 = QwenRerank(reranker=core, top_n=2, min_score=0.0).compress_documents(docs, QUERY)
-    _assert_matches(list(top2), docs, core.rerank(QUERY, TEXTS, top_n=2))
+    top2 = QwenRerank(reranker=tiny_reranker, top_n=2, min_score=0.0).compress_documents(
+        docs, QUERY
+    )
+    _assert_matches(list(top2), docs, tiny_reranker.rerank(QUERY, TEXTS, top_n=2))
 
 
-def test_rerank_returns_cohere_style_dicts(core: Qwen3Reranker) -> None:
-    rerank = QwenRerank(reranker=core, top_n=2)
-    expected = [{"index": r.index, "relevance_score": r.score} for r in core.rerank(QUERY, TEXTS)]
+def test_rerank_returns_cohere_style_dicts(tiny_reranker: Qwen3Reranker) -> None:
+    rerank = QwenRerank(reranker=tiny_reranker, top_n=2)
+    expected = [
+        {"index": r.index, "relevance_score": r.score} for r in tiny_reranker.rerank(QUERY, TEXTS)
+    ]
     assert rerank.rerank(TEXTS, QUERY) == expected[:2]
     assert rerank.rerank(_documents(), QUERY, top_n=None) == expected
     assert rerank.rerank(TEXTS, QUERY, top_n=5) == expected[:5]
@@ -155,55 +149,33 @@ def test_rerank_returns_cohere_style_dicts(core: Qwen3Reranker) -> None:
     assert rerank.rerank(TEXTS, QUERY, top_n=None, min_score=threshold) == expected[:4]
 
 
-async def test_arerank_matches_rerank(core: Qwen3Reranker) -> None:
-    rerank = QwenRerank(reranker=core)
+async def test_arerank_matches_rerank(tiny_reranker: Qwen3Reranker) -> None:
+    rerank = QwenRerank(reranker=tiny_reranker)
     assert await rerank.arerank(TEXTS, QUERY, top_n=4) == rerank.rerank(TEXTS, QUERY, top_n=4)
 
 
-def test_instruction(core: Qwen3Reranker) -> None:
+def test_instruction(tiny_reranker: Qwen3Reranker) -> None:
     instruction = "Given a question about biology, judge whether the passage answers it"
-    expected = core.rerank(QUERY, TEXTS, instruction=instruction)
-    out = QwenRerank(reranker=core, instruction=instruction).compress_documents(_documents(), QUERY)
+    expected = tiny_reranker.rerank(QUERY, TEXTS, instruction=instruction)
+    out = QwenRerank(reranker=tiny_reranker, instruction=instruction).compress_documents(
+        _documents(), QUERY
+    )
     _assert_matches(list(out), _documents(), expected)
-    per_call = QwenRerank(reranker=core).rerank(TEXTS, QUERY, instruction=instruction)
+    per_call = QwenRerank(reranker=tiny_reranker).rerank(TEXTS, QUERY, instruction=instruction)
     assert per_call == [{"index": r.index, "relevance_score": r.score} for r in expected]
 
 
-def test_shared_reranker(core: Qwen3Reranker) -> None:
-    first, second = QwenRerank(reranker=core, top_n=1), QwenRerank(reranker=core, top_n=4)
-    assert first.reranker is core and second.reranker is core
-    assert (first.model, first.backend, first.max_length) == (
-        core.config.model,
-        core.config.backend,
-        core.config.max_length,
-    )
-    with pytest.raises(ValueError, match="not both"):
-        QwenRerank(reranker=core, device="cpu")
-
-
-def test_own_reranker_from_settings(tiny_model: Path, core: Qwen3Reranker) -> None:
-    rerank = QwenRerank(
-        model=str(tiny_model),
-        device="cpu",
-        dtype="float32",
-        max_batch_tokens=256,
-        reranker_kwargs={"local_files_only": True},
-    )
-    config = rerank.reranker.config
-    assert (config.model, config.max_batch_tokens, config.local_files_only) == (
-        str(tiny_model),
-        256,
-        True,
-    )
+def test_own_reranker_from_settings(tiny_model_dir: Path, tiny_reranker: Qwen3Reranker) -> None:
+    rerank = kit.adapter_with_own_reranker(QwenRerank, tiny_model_dir, max_batch_tokens=256)
     out = rerank.rerank(TEXTS, QUERY)
     rerank.reranker.close()
-    expected = core.rerank(QUERY, TEXTS)
+    expected = tiny_reranker.rerank(QUERY, TEXTS)
     assert [d["index"] for d in out] == [r.index for r in expected]
     assert [d["relevance_score"] for d in out] == pytest.approx(
         [r.score for r in expected], abs=1e-5
     )
     with pytest.raises(ValueError, match="reranker_kwargs"):
-        QwenRerank(model=str(tiny_model), reranker_kwargs={"instruction": "x"})
+        QwenRerank(model=str(tiny_model_dir), reranker_kwargs={"instruction": "x"})
 
 
 async def test_empty_input_loads_nothing() -> None:
@@ -215,8 +187,8 @@ async def test_empty_input_loads_nothing() -> None:
 
 
 @pytest.mark.parametrize("query", ["", "   "])
-async def test_empty_query(core: Qwen3Reranker, query: str) -> None:
-    rerank = QwenRerank(reranker=core)
+async def test_empty_query(tiny_reranker: Qwen3Reranker, query: str) -> None:
+    rerank = QwenRerank(reranker=tiny_reranker)
     for docs in (_documents(), []):
         with pytest.raises(ValueError, match="query"):
             rerank.compress_documents(docs, query)
@@ -226,64 +198,20 @@ async def test_empty_query(core: Qwen3Reranker, query: str) -> None:
             rerank.rerank(docs, query)
 
 
-def test_api_key_is_never_shown() -> None:
-    secret = "sk-do-not-print-1234"
-    rerank = QwenRerank(
-        model="served-name", backend="remote", base_url=["http://127.0.0.1:9"], api_key=secret
-    )
-    assert rerank.api_key is not None and rerank.api_key.get_secret_value() == secret
-    assert rerank.reranker.config.api_key == secret
-    assert rerank.reranker.config.base_url == ("http://127.0.0.1:9",)
-    shared = QwenRerank(
-        reranker=Qwen3Reranker(
-            model="served-name",
-            backend="remote",
-            base_url=("http://127.0.0.1:9", "http://127.0.0.1:10"),
-            api_key=secret,
-        )
-    )
-    assert shared.base_url == ["http://127.0.0.1:9", "http://127.0.0.1:10"]
-    assert shared.api_key is not None and shared.api_key.get_secret_value() == secret
-    texts = (repr(rerank), str(rerank), rerank.model_dump_json(), repr(rerank.model_dump()))
-    for text in (*texts, repr(rerank.reranker.config), repr(shared), shared.model_dump_json()):
-        assert secret not in text
-
-
-def test_invalid_settings_are_rejected() -> None:
-    with pytest.raises(ValueError):
-        QwenRerank(model="x", top_n=0)
-    with pytest.raises(ValueError):
-        QwenRerank(model="x", min_score=-0.1)
-    with pytest.raises(ValueError):
-        QwenRerank(model="x", unknown_option=1)
-    with pytest.raises(ValueError):
-        QwenRerank(model="x", backend="remote")  # the core needs base_url
-
-
-def _run_markdown(path: Path, model: Path) -> dict[str, Any]:
-    """Execute every Python block of a Markdown file, on the tiny model instead of the hub's."""
-    if not path.exists():
-        pytest.skip(f"{path} is not part of this checkout")
-    blocks = re.findall(r"```python\n(.*?)```", path.read_text(encoding="utf-8"), flags=re.S)
-    assert blocks, f"no Python example in {path}"
-    code = "\n".join(blocks).replace('"Qwen/Qwen3-Reranker-0.6B"', repr(str(model)))
-    namespace: dict[str, Any] = {"__name__": "__example__"}
-    exec(compile(code, str(path), "exec"), namespace)
-    return namespace
-
-
 def _assert_ranked(docs: list[Document], count: int) -> None:
     scores = [d.metadata["relevance_score"] for d in docs]
     assert len(docs) == count and scores == sorted(scores, reverse=True)
 
 
-def test_readme_example_runs(tiny_model: Path) -> None:
-    namespace = _run_markdown(Path(package.__file__).parents[1] / "README.md", tiny_model)
+def test_readme_example_runs(tiny_model_dir: Path) -> None:
+    namespace = kit.run_markdown_examples(
+        Path(package.__file__).parents[1] / "README.md", tiny_model_dir
+    )
     _assert_ranked(namespace["retriever"].invoke("How do plants make their food?"), 2)
 
 
-def test_docs_example_runs(tiny_model: Path) -> None:
-    namespace = _run_markdown(REPO / "docs" / "langchain.md", tiny_model)
+def test_docs_example_runs(tiny_model_dir: Path) -> None:
+    namespace = kit.run_markdown_examples(REPO / "docs" / "langchain.md", tiny_model_dir)
     _assert_ranked(namespace["docs"], 3)
     _assert_ranked(list(namespace["best"]), 3)
     assert [r["index"] for r in namespace["ranking"]] != [] and len(namespace["ranking"]) == 5
