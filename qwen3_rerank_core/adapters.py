@@ -28,7 +28,7 @@ import functools
 import operator
 import typing
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, Field, PrivateAttr, SecretStr, field_validator
 from pydantic import create_model as pydantic_create_model
@@ -37,8 +37,6 @@ from ._backends import backend_spec
 from ._config import RerankConfig
 from ._reranker import Qwen3Reranker
 from ._validation import _preview, check_instruction, check_query, check_sequence
-
-ModelT = TypeVar("ModelT", bound=BaseModel)
 
 __all__ = [
     "ENGINE_FIELDS",
@@ -169,7 +167,7 @@ def _adapter_init(base: type[BaseModel]) -> Callable[..., None]:
     return __init__
 
 
-def engine_model(base: type[ModelT], name: str, *, module: str, items: str) -> type[ModelT]:
+def engine_model(base: type[Any], name: str, *, module: str, items: str) -> type[Any]:
     """``base`` (a framework's pydantic class) with what every adapter has in common.
 
     That is: one field per :data:`ENGINE_FIELDS` setting (type, default and
