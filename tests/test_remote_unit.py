@@ -167,6 +167,27 @@ def test_chunking_and_merge(mode: str, prompt_format: str) -> None:
     assert sizes == [1, 3, 3, 3]
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_progress_bar_counts_every_document(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """show_progress: the one progress bar of the backends advances once per request,
+    by the documents that request scored, and is closed when the call ends."""
+    import tqdm.auto
+
+    bars: list[Any] = []
+    real_tqdm = tqdm.auto.tqdm
+
+    def recording_tqdm(*args: Any, **kwargs: Any) -> Any:
+        bars.append(real_tqdm(*args, **kwargs))
+        return bars[-1]
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", recording_tqdm)
+    backend = make_backend(FakeVLLM(), max_docs_per_request=3, show_progress=True)
+    docs = [f"document number {i}" for i in range(7)]
+    assert run(backend, mode, [(QUERY, docs)]) == [expected(QUERY, docs)]
+    assert len(bars) == 1
+    assert (bars[0].total, bars[0].n, bars[0].desc) == (7, 7, "Scoring")
+
+
 def test_client_format_batches_across_queries() -> None:
     fake = FakeVLLM()
     backend = make_backend(fake, max_docs_per_request=4)

@@ -19,7 +19,7 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -47,12 +47,9 @@ logger = logging.getLogger("qwen3_rerank_core.remote")
 T = TypeVar("T")
 
 
-class Progress(Protocol):
-    """What a driver reports to: ``update(n)`` when a call that scored ``n`` documents is done."""
-
-    def update(self, n: int) -> Any: ...
-
-    def close(self) -> Any: ...
+#: What a driver reports to: called with ``n`` when a call that scored ``n`` documents is done
+#: (the ``advance`` of :func:`~qwen3_rerank_core._backends._base.progress_bar`).
+Progress = Callable[[int], object]
 
 
 class HttpDriver:
@@ -211,7 +208,7 @@ class HttpDriver:
             return self._attempt_sync(client, call, step.url)
 
         value = drive(attempt_steps(call, self.policy, self.pool), execute)
-        progress.update(call.count)
+        progress(call.count)
         return value
 
     def _attempt_sync(self, client: httpx.Client, call: Call[Any], url: str) -> Outcome:
@@ -270,7 +267,7 @@ class HttpDriver:
             return await self._attempt_async(client, call, step.url)
 
         value = await adrive(attempt_steps(call, self.policy, self.pool), execute)
-        progress.update(call.count)
+        progress(call.count)
         return value
 
     async def _attempt_async(self, client: httpx.AsyncClient, call: Call[Any], url: str) -> Outcome:

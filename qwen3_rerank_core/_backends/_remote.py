@@ -14,16 +14,17 @@ It glues three layers together (details and the reasons in ``docs/remote_vllm.md
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 import httpx
 
 from .._prompt import TokenTemplate
 from . import _vllm_api
-from ._base import Backend, Group
+from ._base import Backend, Group, progress_bar
 from ._http import Program, ReplicaPool, RetryPolicy, redact_url
-from ._http_driver import HttpDriver, Progress
+from ._http_driver import HttpDriver
 from ._remote_scoring import score_program, setup_program
 
 if TYPE_CHECKING:
@@ -34,26 +35,6 @@ __all__ = ["RemoteBackend"]
 logger = logging.getLogger("qwen3_rerank_core.remote")
 
 _USER_AGENT = "qwen3-rerank-core"
-
-
-class _NoProgress:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(total: int, enabled: bool) -> Progress:
-    if not enabled or total == 0:
-        return _NoProgress()
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        logger.warning("show_progress needs tqdm (pip install tqdm); no progress bar shown")
-        return _NoProgress()
-    bar: Progress = tqdm(total=total, desc="Scoring", unit="doc")
-    return bar
 
 
 class RemoteBackend(Backend):
@@ -124,20 +105,14 @@ class RemoteBackend(Backend):
     def score_groups(
         self, groups: Sequence[Group], instruction: str, *, show_progress: bool = False
     ) -> list[list[float]]:
-        progress = self._progress(groups, show_progress)
-        try:
-            return self._driver.run(self._program(groups, instruction), progress)
-        finally:
-            progress.close()
+        with self._progress(groups, show_progress) as advance:
+            return self._driver.run(self._program(groups, instruction), advance)
 
     async def ascore_groups(
         self, groups: Sequence[Group], instruction: str, *, show_progress: bool = False
     ) -> list[list[float]]:
-        progress = self._progress(groups, show_progress)
-        try:
-            return await self._driver.arun(self._program(groups, instruction), progress)
-        finally:
-            progress.close()
+        with self._progress(groups, show_progress) as advance:
+            return await self._driver.arun(self._program(groups, instruction), advance)
 
     def close(self) -> None:
         self._driver.close()
@@ -147,9 +122,11 @@ class RemoteBackend(Backend):
 
     # ------------------------------------------------------------------ internals
 
-    def _progress(self, groups: Sequence[Group], show_progress: bool) -> Progress:
+    def _progress(
+        self, groups: Sequence[Group], show_progress: bool
+    ) -> AbstractContextManager[Callable[[int], object]]:
         total = sum(len(docs) for _, docs in groups)
-        return _progress(total, show_progress or self.config.show_progress)
+        return progress_bar(total, show_progress or self.config.show_progress, desc="Scoring")
 
     def _program(self, groups: Sequence[Group], instruction: str) -> Program[list[list[float]]]:
         if not any(len(docs) for _, docs in groups):
