@@ -32,7 +32,7 @@ from ._checkpoint import (
     read_local_config,
     vllm_engine_args,
 )
-from ._config import DEFAULT_MODEL, PROMPT_FORMATS
+from ._config import DEFAULT_MODEL, DTYPES, PROMPT_FORMATS
 from ._errors import Qwen3RerankError
 from ._prompt import DEFAULT_INSTRUCTION
 
@@ -47,7 +47,6 @@ API_KEY_ENV = "QWEN3_RERANK_API_KEY"
 BENCH_ENV = "QWEN3_RERANK_BENCH_SCRIPT"
 #: Where ``benchmarks/bench_rerank.py`` is in a source checkout (editable install).
 _REPO_BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_rerank.py"
-_DTYPES = ("auto", "float32", "bfloat16", "float16")
 _TEXT_WIDTH = 100
 
 logger = logging.getLogger("qwen3_rerank_core.cli")
@@ -212,7 +211,7 @@ def _model_options(p: argparse.ArgumentParser) -> None:
         "--max-length", type=_positive_int, default=None, help="most tokens per prompt (8192)"
     )
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (local backends)")
-    g.add_argument("--dtype", choices=_DTYPES, default=None, help="local backends")
+    g.add_argument("--dtype", choices=DTYPES, default=None, help="local backends")
     g.add_argument(
         "--max-batch-tokens", type=_positive_int, default=None, help="token budget per batch"
     )

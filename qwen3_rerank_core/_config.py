@@ -11,11 +11,12 @@ from urllib.parse import urlparse
 
 from ._backends._registry import backend_names, backend_spec
 
-__all__ = ["DEFAULT_MODEL", "PROMPT_FORMATS", "BackendName", "RerankConfig"]
+__all__ = ["DEFAULT_MODEL", "DTYPES", "PROMPT_FORMATS", "BackendName", "RerankConfig"]
 
 DEFAULT_MODEL = "Qwen/Qwen3-Reranker-0.6B"
 PROMPT_FORMATS: tuple[str, ...] = ("client", "server")
-_DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
+#: Valid ``dtype`` names (besides ``None``).
+DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
 
 #: The name of a registered backend (built in: ``"transformers"``, ``"vllm"``,
 #: ``"remote"``); the registry, not this type, decides which names are valid.
@@ -99,12 +100,14 @@ class RerankConfig:
     # local backends
     device: str | None = field(
         default=None,
-        metadata=_doc("``cuda``, ``cuda:1``, ``cpu``...; ``None``: CUDA if available, else CPU."),
+        metadata=_doc(
+            "``cuda``, ``cuda:1``, ``mps``, ``cpu``...; ``None``: CUDA, else Apple MPS, else CPU."
+        ),
     )
     dtype: str | None = field(
         default=None,
         metadata=_doc(
-            "``float32``, ``bfloat16``, ``float16`` or ``auto``; ``None``: bf16 on CUDA, fp32 on CPU."
+            "``float32``, ``bfloat16``, ``float16`` or ``auto``; ``None``: bf16 on CUDA, else fp32."
         ),
     )
     max_batch_tokens: int = field(
@@ -167,9 +170,9 @@ class RerankConfig:
         _check_optional_str("instruction", self.instruction)
         _check_int("max_length", self.max_length, 16)
         _check_optional_str("device", self.device)
-        if self.dtype is not None and self.dtype not in _DTYPES:
+        if self.dtype is not None and self.dtype not in DTYPES:
             raise ValueError(
-                f"dtype must be one of {', '.join(map(repr, _DTYPES))} or None; got {self.dtype!r}"
+                f"dtype must be one of {', '.join(map(repr, DTYPES))} or None; got {self.dtype!r}"
             )
         _check_int("max_batch_tokens", self.max_batch_tokens, 1)
         _check_int("max_batch_size", self.max_batch_size, 1)
