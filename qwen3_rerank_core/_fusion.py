@@ -497,11 +497,7 @@ def recency_decay(
     out: list[float] = []
     for i, value in enumerate(_sequence("dates", dates)):
         if value is None:
-            if fill is None:
-                raise ValueError(
-                    f"dates[{i}] is None (pass missing= to give such documents a value)"
-                )
-            out.append(fill)
+            out.append(_missing_value("dates", i, fill))
             continue
         age = max(0.0, (when - _to_utc(f"dates[{i}]", value)).total_seconds() / _DAY_SECONDS)
         if step_days is None:
@@ -509,6 +505,13 @@ def recency_decay(
         else:
             out.append(factor if age > span else 1.0)
     return out
+
+
+def _missing_value(name: str, i: int, fill: float | None) -> float:
+    """The value of a document whose field ``name[i]`` is ``None``: ``missing=``, else an error."""
+    if fill is None:
+        raise ValueError(f"{name}[{i}] is None (pass missing= to give such documents a value)")
+    return fill
 
 
 def boost(
@@ -537,11 +540,7 @@ def boost(
     out: list[float] = []
     for i, value in enumerate(_sequence("values", values)):
         if value is None:
-            if fill is None:
-                raise ValueError(
-                    f"values[{i}] is None (pass missing= to give such documents a value)"
-                )
-            out.append(fill)
+            out.append(_missing_value("values", i, fill))
         elif isinstance(value, bool):
             out.append(gain if value else 0.0)
         else:
