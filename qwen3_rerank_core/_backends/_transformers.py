@@ -22,6 +22,8 @@ The length sort and batching work within a chunk.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 import threading
@@ -117,6 +119,22 @@ def plan_packs(
     if current:
         packs.append(current)
     return packs
+
+
+@functools.cache
+def _cache_argument(decoder_cls: type) -> str:
+    """Name of the KV-cache argument of ``decoder_cls.forward``: ``cache`` in current
+    transformers (5.24 warns on ``past_key_values``, to be removed in 5.40), else the
+    ``past_key_values`` of older releases (4.51)."""
+    parameters = inspect.signature(decoder_cls.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def _output_cache(out: Any) -> Any:
+    """The KV cache of a decoder's output: ``out.cache`` (current transformers), else
+    ``out.past_key_values`` (older; reading it on current ones logs a deprecation)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
 
 
 def _cache_tensors(cache: Any) -> list[tuple[Any, Any]]:
@@ -382,7 +400,7 @@ class TransformersBackend(Backend):
                 input_ids=torch.tensor([shared], dtype=torch.long, device=self.device),
                 use_cache=True,
             )
-            prefix_kv = _cache_tensors(out.past_key_values)
+            prefix_kv = _cache_tensors(_output_cache(out))
         n_shared = len(shared)
         scores = [0.0] * len(tails)
         # The budget counts the prefix too: each row attends over prefix + tail.
@@ -432,7 +450,7 @@ class TransformersBackend(Backend):
             n_past, cache = past
             positions = positions + n_past
             mask = torch.cat([torch.ones((len(prompts), n_past), dtype=torch.long), mask], dim=1)
-            kwargs = {"use_cache": True, "past_key_values": cache}
+            kwargs = {"use_cache": True, _cache_argument(type(self._decoder)): cache}
         with torch.inference_mode():
             out = self._decoder(
                 input_ids=ids.to(self.device),
