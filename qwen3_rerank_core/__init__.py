@@ -50,6 +50,7 @@ __all__ = [
     "__version__",
 ]
 
+#: The one definition of the version: pyproject.toml reads it (``[tool.setuptools.dynamic]``).
 __version__ = "0.1.0"
 
 logging.getLogger("qwen3_rerank_core").addHandler(logging.NullHandler())
