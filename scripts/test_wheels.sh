@@ -54,9 +54,9 @@ $VPY -m pip install -q --no-compile --find-links "$DIST" "torch==$TORCH" \
   "$DIST"/llama_index_postprocessor_qwen3_rerank-*.whl \
   "$DIST"/langchain_qwen3_rerank-*.whl 2>&1 | quiet
 $VPY -m pip check
-CHECKPOINT=$("$PY" -c "from qwen3_rerank_core.testing import tiny_checkpoint; print(tiny_checkpoint('.cache/fixtures'))")
+CHECKPOINT=$("$PY" -c "from qwen3_rerank_core.testing import tiny_checkpoint; print(tiny_checkpoint('$ROOT/.cache/fixtures'))")
 "$PY" scripts/wheel_smoke.py score "$CHECKPOINT" > "$WORK/editable.json"
 (cd "$WORK" && $VPY "$ROOT/scripts/wheel_smoke.py" score "$CHECKPOINT" > "$WORK/wheel.json")
 (cd "$WORK" && $VPY "$ROOT/scripts/wheel_smoke.py" adapters "$CHECKPOINT")
 "$PY" scripts/wheel_smoke.py compare "$WORK/editable.json" "$WORK/wheel.json"
-echo "==> wheels OK"
+echo "==> wheels OK (${SECONDS} s)"
