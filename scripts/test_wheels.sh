@@ -16,11 +16,12 @@ PY=$ROOT/.venv/bin/python           # the editable install: builds, checks, refe
 TOOLS=${QWEN3_RERANK_TOOLS_PYTHON:-$PY}
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 quiet() { grep -v "^WARNING: Location" || true; }
+step() { echo "==> [${SECONDS} s] $*"; }
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/qwen3-rerank-wheels.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 DIST=$WORK/dist
 
-echo "==> build sdists and wheels"
+step "build sdists and wheels"
 for project in . integrations/llama-index-postprocessor-qwen3-rerank integrations/langchain-qwen3-rerank; do
   "$TOOLS" -m build --outdir "$DIST" "$project" > "$WORK/build.log" 2>&1 || {
     cat "$WORK/build.log"
@@ -30,10 +31,10 @@ done
 ls "$DIST"
 [ "$(ls "$DIST" | wc -l)" -eq 6 ] || { echo "expected 3 sdists and 3 wheels" >&2; exit 1; }
 
-echo "==> twine check"
+step "twine check"
 "$TOOLS" -m twine check --strict "$DIST"/*
 
-echo "==> fresh venv: the core wheel alone"
+step "fresh venv: the core wheel alone"
 python3 -m venv "$WORK/venv"
 # env -u PYTHONPATH: nothing from the checkout may leak into the fresh venv.
 VPY="env -u PYTHONPATH $WORK/venv/bin/python"
@@ -45,7 +46,7 @@ fi
 (cd "$WORK" && $VPY "$ROOT/scripts/wheel_smoke.py" core)
 env -u PYTHONPATH "$WORK/venv/bin/qwen3-rerank" --help > /dev/null
 
-echo "==> fresh venv: + torch (CPU), transformers, the adapter wheels"
+step "fresh venv: + torch (CPU), transformers, the adapter wheels"
 TORCH=$("$PY" -c "import torch; print(torch.__version__.split('+')[0])")
 TRANSFORMERS=$("$PY" -c "import transformers; print(transformers.__version__)")
 # --find-links: the adapters' qwen3-rerank-core requirement is met by the wheel just built.
@@ -54,9 +55,10 @@ $VPY -m pip install -q --no-compile --find-links "$DIST" "torch==$TORCH" \
   "$DIST"/llama_index_postprocessor_qwen3_rerank-*.whl \
   "$DIST"/langchain_qwen3_rerank-*.whl 2>&1 | quiet
 $VPY -m pip check
+step "scores: the wheels vs the editable install"
 CHECKPOINT=$("$PY" -c "from qwen3_rerank_core.testing import tiny_checkpoint; print(tiny_checkpoint('$ROOT/.cache/fixtures'))")
 "$PY" scripts/wheel_smoke.py score "$CHECKPOINT" > "$WORK/editable.json"
 (cd "$WORK" && $VPY "$ROOT/scripts/wheel_smoke.py" score "$CHECKPOINT" > "$WORK/wheel.json")
 (cd "$WORK" && $VPY "$ROOT/scripts/wheel_smoke.py" adapters "$CHECKPOINT")
 "$PY" scripts/wheel_smoke.py compare "$WORK/editable.json" "$WORK/wheel.json"
-echo "==> wheels OK (${SECONDS} s)"
+step "wheels OK"

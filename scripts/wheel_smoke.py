@@ -70,11 +70,11 @@ def check_adapters(checkpoint: str) -> None:
         folder = Path(module.__file__ or "").resolve().parent
         assert "site-packages" in folder.parts, f"{module.__name__} imported from {folder}"
         assert (folder / "py.typed").is_file(), f"py.typed missing in {folder}"
-    kwargs = {"device": "cpu", "dtype": "float32"}
-    lc = langchain_qwen3_rerank.QwenRerank(model=checkpoint, top_n=2, reranker_kwargs=kwargs)
+    kwargs = {"model": checkpoint, "top_n": 2, "device": "cpu", "dtype": "float32"}
+    lc = langchain_qwen3_rerank.QwenRerank(**kwargs)
     picked = lc.compress_documents([Document(page_content=d) for d in DOCS], QUERY)
     assert len(picked) == 2, picked
-    li = li_package.QwenRerank(model=checkpoint, top_n=2, reranker_kwargs=kwargs)
+    li = li_package.QwenRerank(**kwargs)
     nodes = [NodeWithScore(node=TextNode(text=d)) for d in DOCS]
     ranked = li.postprocess_nodes(nodes, query_bundle=QueryBundle(QUERY))
     assert len(ranked) == 2, ranked

@@ -22,7 +22,6 @@ The length sort and batching work within a chunk.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
 import os
@@ -121,12 +120,11 @@ def plan_packs(
     return packs
 
 
-@functools.cache
-def _cache_argument(decoder_cls: type) -> str:
-    """Name of the KV-cache argument of ``decoder_cls.forward``: ``cache`` in current
+def _cache_argument(decoder: Any) -> str:
+    """Name of the KV-cache argument of ``decoder.forward``: ``cache`` in current
     transformers (5.24 warns on ``past_key_values``, to be removed in 5.40), else the
     ``past_key_values`` of older releases (4.51)."""
-    parameters = inspect.signature(decoder_cls.forward).parameters
+    parameters = inspect.signature(decoder.forward).parameters
     return "cache" if "cache" in parameters else "past_key_values"
 
 
@@ -450,7 +448,7 @@ class TransformersBackend(Backend):
             n_past, cache = past
             positions = positions + n_past
             mask = torch.cat([torch.ones((len(prompts), n_past), dtype=torch.long), mask], dim=1)
-            kwargs = {"use_cache": True, _cache_argument(type(self._decoder)): cache}
+            kwargs = {"use_cache": True, _cache_argument(self._decoder): cache}
         with torch.inference_mode():
             out = self._decoder(
                 input_ids=ids.to(self.device),
