@@ -56,7 +56,8 @@ if ! skip QWEN3_RERANK_SKIP_OLDEST; then
   quiet < "$OLDEST_LOG"
   # test_langchain_qwen3_rerank.py needs langchain-classic, which needs langchain-core>=1.0.
   QWEN3_RERANK_OLDEST=1 .venv-oldest/bin/python -m pytest \
-    tests/test_parity.py tests/test_remote_unit.py tests/test_packaging.py integrations \
+    tests/test_parity.py tests/test_remote_unit.py tests/test_packaging.py tests/test_deprecations.py \
+    integrations \
     --ignore=integrations/langchain-qwen3-rerank/tests/test_langchain_qwen3_rerank.py
 fi
 echo "==> all passed (${SECONDS} s)"
