@@ -4,7 +4,7 @@ Usage (from a folder outside the checkout, so nothing is imported from the tree)
 
     python scripts/wheel_smoke.py core                 # import, template, py.typed
     python scripts/wheel_smoke.py score CHECKPOINT     # prints scores as JSON
-    python scripts/wheel_smoke.py adapters CHECKPOINT  # both adapters rerank
+    python scripts/wheel_smoke.py wheel CHECKPOINT     # both adapters rerank; prints scores
     python scripts/wheel_smoke.py compare A.json B.json
 """
 
@@ -78,13 +78,14 @@ def check_adapters(checkpoint: str) -> None:
     nodes = [NodeWithScore(node=TextNode(text=d)) for d in DOCS]
     ranked = li.postprocess_nodes(nodes, query_bundle=QueryBundle(QUERY))
     assert len(ranked) == 2, ranked
-    print("adapters OK")
+    print("adapters OK", file=sys.stderr)
 
 
 def compare(editable: str, wheel: str) -> None:
     """The wheel's scores equal the editable install's."""
-    a = json.loads(Path(editable).read_text())
-    b = json.loads(Path(wheel).read_text())
+    # The last line of each output: the scores (anything a library printed comes before).
+    a = json.loads(Path(editable).read_text().strip().splitlines()[-1])
+    b = json.loads(Path(wheel).read_text().strip().splitlines()[-1])
     diff = max(abs(x - y) for x, y in zip(a, b, strict=True))
     assert diff <= TOLERANCE, f"wheel scores {b} differ from the editable install's {a}"
     print(f"scores equal (max |diff| {diff:.1e}): {b}")
@@ -96,8 +97,9 @@ def main(argv: list[str]) -> None:
         check_core()
     elif command == "score":
         print(json.dumps(scores(args[0])))
-    elif command == "adapters":
+    elif command == "wheel":  # one process: torch is imported once
         check_adapters(args[0])
+        print(json.dumps(scores(args[0])))
     elif command == "compare":
         compare(args[0], args[1])
     else:
