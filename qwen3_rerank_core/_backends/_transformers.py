@@ -120,6 +120,14 @@ def plan_packs(
     return packs
 
 
+def _decoder_of(model: Any) -> Any:
+    """The base model under the LM head. transformers 4.56's generic ``get_decoder`` returns
+    None for Qwen3ForCausalLM (it asks the inner Qwen3Model for a decoder of its own); the
+    inner ``model`` is the decoder there."""
+    decoder = model.get_decoder()
+    return decoder if decoder is not None else model.model
+
+
 def _cache_argument(decoder: Any) -> str:
     """Name of the KV-cache argument of ``decoder.forward``: ``cache`` in current
     transformers (5.24 warns on ``past_key_values``, to be removed in 5.40), else the
@@ -183,7 +191,7 @@ class TransformersBackend(Backend):
         model.eval()
         model.to(self.device)
         self._tokenizer = tokenizer
-        self._decoder = model.get_decoder()
+        self._decoder = _decoder_of(model)
         self.encoder = PromptEncoder.from_hf_tokenizer(tokenizer, max_length=config.max_length)
         pad = tokenizer.pad_token_id
         self._pad_id: int = pad if pad is not None else tokenizer.eos_token_id
