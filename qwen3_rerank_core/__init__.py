@@ -56,6 +56,7 @@ __all__ = [
     "recency_decay",
 ]
 
+#: The one definition of the version: pyproject.toml reads it (``[tool.setuptools.dynamic]``).
 __version__ = "0.1.0"
 
 logging.getLogger("qwen3_rerank_core").addHandler(logging.NullHandler())

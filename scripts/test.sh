@@ -1,19 +1,37 @@
 #!/usr/bin/env bash
 # Set up everything (CPU torch, the three distributions, Chromium for the demo's browser
-# test, the vLLM CPU venv) and run
-# ruff, mypy and the whole test suite. Extra arguments go to pytest.
+# test, the vLLM CPU venv, the oldest-dependencies venv) and run
+# ruff, mypy and the whole test suite (newest dependencies), then the wheel smoke test
+# (scripts/test_wheels.sh) and the parity, adapter and remote-unit tests with the oldest
+# supported dependencies (.venv-oldest, constraints-oldest.txt). Extra arguments go to the
+# main pytest run. Local shortcuts (CI runs everything): QWEN3_RERANK_SKIP_VLLM=1,
+# QWEN3_RERANK_SKIP_BROWSER=1, QWEN3_RERANK_SKIP_WHEELS=1, QWEN3_RERANK_SKIP_OLDEST=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # pip warns about every missing local index folder of this machine; keep the log readable.
 quiet() { grep -v "^WARNING: Location" || true; }
+skip() { [ "${!1:-0}" = "1" ]; }
+if [ "${CI:-}" = "true" ]; then
+  for var in QWEN3_RERANK_SKIP_VLLM QWEN3_RERANK_SKIP_BROWSER QWEN3_RERANK_SKIP_WHEELS QWEN3_RERANK_SKIP_OLDEST; do
+    if skip "$var"; then echo "$var=1 is not allowed under CI=true: CI runs everything" >&2; exit 1; fi
+  done
+fi
 bash scripts/setup_env.sh \
   -e ".[transformers,test,bench]" \
   -e "integrations/llama-index-postprocessor-qwen3-rerank[test]" \
   -e "integrations/langchain-qwen3-rerank[test]" 2>&1 | quiet
-if [ "${QWEN3_RERANK_SKIP_BROWSER:-0}" != "1" ]; then
+# The oldest-dependencies venv installs in the background (mostly downloads) while the
+# browser and vLLM set-ups run (not during setup_env.sh: both build editable installs in
+# the tree); it is reused while constraints-oldest.txt and the pyproject files are unchanged.
+if ! skip QWEN3_RERANK_SKIP_OLDEST; then
+  OLDEST_LOG=$(mktemp)
+  bash scripts/setup_oldest_env.sh > "$OLDEST_LOG" 2>&1 &
+  OLDEST_PID=$!
+fi
+if ! skip QWEN3_RERANK_SKIP_BROWSER; then
   bash scripts/setup_browser.sh 2>&1 | quiet
 fi
-if [ "${QWEN3_RERANK_SKIP_VLLM:-0}" != "1" ]; then
+if ! skip QWEN3_RERANK_SKIP_VLLM; then
   bash scripts/setup_vllm_venv.sh 2>&1 | quiet
 fi
 echo "==> ruff"
@@ -22,5 +40,24 @@ echo "==> ruff"
 echo "==> mypy (strict on qwen3_rerank_core)"
 .venv/bin/mypy
 .venv/bin/mypy -p llama_index.postprocessor.qwen3_rerank -p langchain_qwen3_rerank
-echo "==> pytest"
-exec .venv/bin/python -m pytest "$@"
+echo "==> pytest (newest dependencies)"
+.venv/bin/python -m pytest "$@"
+if ! skip QWEN3_RERANK_SKIP_WHEELS; then
+  echo "==> wheels (scripts/test_wheels.sh)"
+  bash scripts/test_wheels.sh
+fi
+if ! skip QWEN3_RERANK_SKIP_OLDEST; then
+  echo "==> oldest supported dependencies (.venv-oldest)"
+  if ! wait "$OLDEST_PID"; then
+    quiet < "$OLDEST_LOG"
+    echo "scripts/setup_oldest_env.sh failed" >&2
+    exit 1
+  fi
+  quiet < "$OLDEST_LOG"
+  # test_langchain_qwen3_rerank.py needs langchain-classic, which needs langchain-core>=1.0.
+  QWEN3_RERANK_OLDEST=1 .venv-oldest/bin/python -m pytest \
+    tests/test_parity.py tests/test_remote_unit.py tests/test_packaging.py tests/test_deprecations.py \
+    integrations \
+    --ignore=integrations/langchain-qwen3-rerank/tests/test_langchain_qwen3_rerank.py
+fi
+echo "==> all passed (${SECONDS} s)"

@@ -25,6 +25,7 @@ The length sort and batching work within a chunk.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import threading
@@ -131,6 +132,29 @@ def plan_packs(
     if current:
         packs.append(current)
     return packs
+
+
+def _decoder_of(model: Any) -> Any:
+    """The base model under the LM head. transformers 4.56's generic ``get_decoder`` returns
+    None for Qwen3ForCausalLM (it asks the inner Qwen3Model for a decoder of its own); the
+    inner ``model`` is the decoder there."""
+    decoder = model.get_decoder()
+    return decoder if decoder is not None else model.model
+
+
+def _cache_argument(decoder: Any) -> str:
+    """Name of the KV-cache argument of ``decoder.forward``: ``cache`` in current
+    transformers (5.24 warns on ``past_key_values``, to be removed in 5.40), else the
+    ``past_key_values`` of older releases (4.51)."""
+    parameters = inspect.signature(decoder.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def _output_cache(out: Any) -> Any:
+    """The KV cache of a decoder's output: ``out.cache`` (current transformers), else
+    ``out.past_key_values`` (older; reading it on current ones logs a deprecation)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
 
 
 def _cache_tensors(cache: Any) -> list[tuple[Any, Any]]:
@@ -252,7 +276,7 @@ class TransformersBackend(Backend):
         model.eval()
         model.to(self.device)
         self._tokenizer = tokenizer
-        self._decoder = model.get_decoder()
+        self._decoder = _decoder_of(model)
         self.encoder = PromptEncoder.from_hf_tokenizer(tokenizer, max_length=config.max_length)
         pad = tokenizer.pad_token_id
         self._pad_id: int = pad if pad is not None else tokenizer.eos_token_id
@@ -486,7 +510,7 @@ class TransformersBackend(Backend):
                 input_ids=torch.tensor([shared], dtype=torch.long, device=self.device),
                 use_cache=True,
             )
-            prefix_kv = _cache_tensors(out.past_key_values)
+            prefix_kv = _cache_tensors(_output_cache(out))
         n_shared = len(shared)
         scores = [0.0] * len(tails)
         # The budget counts the prefix too: each row attends over prefix + tail.
@@ -536,7 +560,7 @@ class TransformersBackend(Backend):
             n_past, cache = past
             positions = positions + n_past
             mask = torch.cat([torch.ones((len(prompts), n_past), dtype=torch.long), mask], dim=1)
-            kwargs = {"use_cache": True, "past_key_values": cache}
+            kwargs = {"use_cache": True, _cache_argument(self._decoder): cache}
         with torch.inference_mode():
             out = self._decoder(
                 input_ids=ids.to(self.device),
