@@ -75,7 +75,7 @@ class QwenRerank(_Base):  # type: ignore[valid-type,misc]
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    _check_template = field_validator("document_template")(
+    _check_template = field_validator("document_template", mode="before")(
         lambda v: check_document_template(v, content="page_content")
     )
     _check_keys = field_validator("metadata_keys", mode="before")(check_metadata_keys)
