@@ -56,20 +56,11 @@ logger = logging.getLogger("qwen3_rerank_core")
 
 __all__ = [
     "ENGINE_FIELDS",
-    "FusionField",
-    "ItemReader",
-    "SignalSource",
-    "SignalsField",
     "build_reranker",
-    "check_document_template",
-    "check_fusion",
-    "check_fusion_settings",
     "check_instruction",
     "check_items",
-    "check_metadata_keys",
     "check_optional_instruction",
     "check_query",
-    "check_signal_sources",
     "settings_with_reranker",
 ]
 
