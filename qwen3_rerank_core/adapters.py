@@ -25,18 +25,34 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import operator
+import string
 import typing
-from collections.abc import Callable, Mapping
-from typing import Annotated, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Annotated, Any, Generic, TypeVar, Union
 
-from pydantic import AfterValidator, BaseModel, Field, PrivateAttr, SecretStr, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic import create_model as pydantic_create_model
 
 from ._backends import backend_spec
 from ._config import RerankConfig
+from ._fusion import Fusion, _finite
 from ._reranker import Qwen3Reranker
 from ._validation import _preview, check_instruction, check_query, check_sequence
+
+ItemT = TypeVar("ItemT")
+logger = logging.getLogger("qwen3_rerank_core")
 
 __all__ = [
     "ENGINE_FIELDS",
@@ -146,7 +162,31 @@ def _shared_fields(items: str) -> dict[str, Any]:
             description="Other RerankConfig settings, e.g. local_files_only, timeout, max_retries.",
         ),
     )
+    fields.update(_fusion_fields(items))
     return fields
+
+
+def _fusion_fields(items: str) -> dict[str, Any]:
+    """The hybrid-ranking fields (docs/hybrid.md): ``fusion`` and ``signals``."""
+    item = items.removesuffix("s")
+    return {
+        "fusion": (
+            FusionField,
+            Field(
+                default=None,
+                description=f"Hybrid ranking: a Fusion or its spec string; {items} are then "
+                "ordered by the fused score (docs/hybrid.md). None: by p(yes).",
+            ),
+        ),
+        "signals": (
+            SignalsField,
+            Field(
+                default_factory=dict,
+                description=f"Signal name -> a metadata key or a callable on the {item}, "
+                "giving its value; each name needs a weight in fusion.signals.",
+            ),
+        ),
+    }
 
 
 def _adapter_init(base: type[BaseModel]) -> Callable[..., None]:
@@ -167,7 +207,14 @@ def _adapter_init(base: type[BaseModel]) -> Callable[..., None]:
     return __init__
 
 
-def engine_model(base: type[Any], name: str, *, module: str, items: str) -> type[Any]:
+def engine_model(
+    base: type[BaseModel],
+    name: str,
+    *,
+    module: str,
+    items: str,
+    needs_fusion: tuple[str, ...] = (),
+) -> type[Any]:
     """``base`` (a framework's pydantic class) with what every adapter has in common.
 
     That is: one field per :data:`ENGINE_FIELDS` setting (type, default and
@@ -176,13 +223,26 @@ def engine_model(base: type[Any], name: str, *, module: str, items: str) -> type
     ``reranker_kwargs``, a constructor taking ``reranker=`` (an existing
     :class:`Qwen3Reranker`, else one is built from the fields) and the
     ``reranker`` property. An adapter subclasses the result.
+
+    The hybrid-ranking fields ``fusion`` and ``signals`` are there too, checked
+    together (:func:`check_fusion_settings`) with the adapter's own fields named
+    in ``needs_fusion`` (options that mean nothing without ``fusion``).
     """
+
+    def _check_fusion_settings(self: Any) -> Any:
+        extra = {field: getattr(self, field) for field in needs_fusion}
+        check_fusion_settings(self.fusion, self.signals, extra)
+        return self
+
     return pydantic_create_model(
         name,
         __base__=base,
         __module__=module,
         __validators__={
-            "_check_instruction": field_validator("instruction")(check_optional_instruction)
+            "_check_instruction": field_validator("instruction")(check_optional_instruction),
+            "_check_fusion_settings": model_validator(mode="after")(  # type: ignore[dict-item]
+                _check_fusion_settings
+            ),
         },
         __namespace__={
             "_reranker": PrivateAttr(),
@@ -243,3 +303,285 @@ def build_reranker(
     if isinstance(values["base_url"], list):
         values["base_url"] = tuple(values["base_url"])
     return Qwen3Reranker(RerankConfig.from_dict({**reranker_kwargs, **values}))
+
+
+# ------------------------------------------------------------ hybrid ranking
+#: Where a signal's value comes from: a metadata key, or a callable on the item
+#: (a LlamaIndex ``NodeWithScore``, a LangChain ``Document``) that returns it.
+SignalSource = Union[str, Callable[[Any], Any]]  # noqa: UP007 (a runtime alias on 3.10)
+
+
+def check_fusion(value: object) -> Fusion | None:
+    """``None``, a :class:`~qwen3_rerank_core.Fusion`, or its spec string (read by
+    :meth:`Fusion.from_spec <qwen3_rerank_core.Fusion.from_spec>`).
+
+    Example::
+
+        >>> check_fusion("relevance=0.7,first_stage=0.3").first_stage
+        0.3
+    """
+    if value is None or isinstance(value, Fusion):
+        return value
+    if isinstance(value, str):
+        return Fusion.from_spec(value)
+    raise TypeError(
+        f"fusion must be a Fusion, a fusion spec str or None, got {type(value).__name__}: "
+        f"{_preview(value)}"
+    )
+
+
+def check_signal_sources(value: object) -> dict[str, SignalSource]:
+    """A new dict of signal name -> metadata key (a non-empty ``str``) or callable."""
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"signals must be a mapping of name -> metadata key or callable, got "
+            f"{type(value).__name__}: {_preview(value)}"
+        )
+    out: dict[str, SignalSource] = {}
+    for name, source in value.items():
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"signal names must be non-empty str, got {name!r}")
+        if isinstance(source, str) and not source:
+            raise ValueError(f"signals[{name!r}] must be a non-empty metadata key, got ''")
+        if not isinstance(source, str) and not callable(source):
+            raise TypeError(
+                f"signals[{name!r}] must be a metadata key (str) or a callable, got "
+                f"{type(source).__name__}: {_preview(source)}"
+            )
+        out[name] = source
+    return out
+
+
+def _source_name(source: SignalSource) -> str:
+    if isinstance(source, str):
+        return source
+    return f"<callable {getattr(source, '__qualname__', type(source).__name__)}>"
+
+
+#: The ``fusion`` field of an adapter: a Fusion, a spec string or None; dumped as the spec.
+FusionField = Annotated[
+    Union[Fusion, None],  # noqa: UP007
+    PlainValidator(check_fusion),
+    PlainSerializer(lambda f: None if f is None else f.spec),
+]
+#: The ``signals`` field: name -> metadata key or callable; dumped with the callables' names.
+SignalsField = Annotated[
+    dict[str, SignalSource],
+    PlainValidator(check_signal_sources),
+    PlainSerializer(lambda m: {name: _source_name(s) for name, s in m.items()}),
+]
+
+
+def check_fusion_settings(
+    fusion: Fusion | None, signals: Mapping[str, SignalSource], others: Mapping[str, object]
+) -> None:
+    """An adapter's fusion fields agree: ``signals`` and ``others`` (the adapter's own
+    options that only fusion uses) need ``fusion``, and ``signals`` names exactly the
+    signals that ``fusion`` weighs."""
+    if fusion is None:
+        given = [name for name, v in {"signals": signals, **others}.items() if v]
+        if given:
+            raise ValueError(
+                f"fusion= (a Fusion or a fusion spec) is needed for {', '.join(given)}"
+            )
+        return
+    unweighted = sorted(set(signals) - set(fusion.signals))
+    if unweighted:
+        raise ValueError(
+            f"signals {unweighted} have no weight in fusion.signals "
+            f"(weights for: {sorted(fusion.signals) or 'none'})"
+        )
+    sourceless = sorted(set(fusion.signals) - set(signals))
+    if sourceless:
+        raise ValueError(
+            f"fusion weighs signals {sourceless} but signals= says nowhere where their "
+            "values come from (a metadata key or a callable each)"
+        )
+
+
+def check_document_template(template: object, *, content: str) -> str | None:
+    """``None`` or a ``str.format`` template whose fields are names (metadata keys,
+    and ``content``, which must be there): ``"[{source} {date}] {page_content}"``."""
+    if template is None:
+        return None
+    if not isinstance(template, str):
+        raise TypeError(
+            f"document_template must be a str or None, got {type(template).__name__}: "
+            f"{_preview(template)}"
+        )
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise ValueError(f"document_template {template!r} is not a format string: {exc}") from None
+    for field in fields:
+        if not field or field.isdigit():
+            raise ValueError(
+                f"document_template {template!r}: fields must be names, e.g. {{source}}; "
+                f"got {{{field}}} (write {{{{ and }}}} for literal braces)"
+            )
+    if content not in {f.split(".")[0].split("[")[0] for f in fields}:
+        raise ValueError(f"document_template {template!r} must contain {{{content}}}")
+    return template
+
+
+def check_metadata_keys(keys: object) -> list[str] | None:
+    """``None`` or a list of distinct, non-empty metadata keys."""
+    if keys is None:
+        return None
+    checked = check_sequence(
+        keys, name="metadata_keys", what="a list of str", item_types=str, item_kind="str"
+    )
+    for i, key in enumerate(checked):
+        if not key.strip():
+            raise ValueError(f"metadata_keys[{i}] must be a non-empty key, got {key!r}")
+    repeated = sorted({k for k in checked if checked.count(k) > 1})
+    if repeated:
+        raise ValueError(f"metadata_keys names {repeated} more than once")
+    return checked
+
+
+class _TemplateFields(dict[str, Any]):
+    """A document's metadata and content for ``str.format_map``; a missing field names
+    the document."""
+
+    def __init__(self, metadata: Mapping[str, Any], where: str) -> None:
+        super().__init__(metadata)
+        self.where = where
+
+    def __missing__(self, key: str) -> Any:
+        keys = ", ".join(map(repr, self)) or "none"
+        raise ValueError(
+            f"document_template field {key!r} is not in the metadata of {self.where} "
+            f"(its fields: {keys})"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ItemReader(Generic[ItemT]):
+    """How an adapter reads its items for hybrid ranking: their ``name`` in errors
+    (``"nodes"``, ``"documents"``) and a function giving an item's metadata.
+
+    The adapters give their framework's getter; the extraction of signals,
+    first-stage scores and templated texts is written once, here. Errors name the
+    item (``documents[2]``), the key and the bad value; nothing is dropped.
+
+    Example::
+
+        >>> reader = ItemReader("documents", lambda d: d)
+        >>> reader.signals([{"new": True}, {"new": False}], {"fresh": "new"})
+        {'fresh': [1.0, 0.0]}
+        >>> reader.text({"source": "FAQ"}, 0, "Reset it.", template="[{source}] {body}",
+        ...             content="body")
+        '[FAQ] Reset it.'
+    """
+
+    name: str
+    metadata: Callable[[ItemT], Mapping[str, Any]]
+
+    def field(self, item: ItemT, index: int, key: str, purpose: str) -> Any:
+        """``metadata[key]`` of ``item``; a missing key is an error naming both."""
+        metadata = self.metadata(item)
+        if key not in metadata:
+            keys = ", ".join(map(repr, metadata)) or "none"
+            raise ValueError(
+                f"{purpose}: {self.name}[{index}] has no metadata key {key!r} (its keys: {keys})"
+            )
+        return metadata[key]
+
+    def signals(
+        self, items: Sequence[ItemT], sources: Mapping[str, SignalSource]
+    ) -> dict[str, list[float]]:
+        """Each signal's value for each item: ``metadata[key]``, or ``source(item)``."""
+        out: dict[str, list[float]] = {}
+        for name, source in sources.items():
+            values = []
+            for i, item in enumerate(items):
+                if isinstance(source, str):
+                    what = f"{self.name}[{i}].metadata[{source!r}]"
+                    value = self.field(item, i, source, f"signal {name!r}")
+                else:
+                    what = f"{_source_name(source)} of {self.name}[{i}]"
+                    value = source(item)
+                values.append(_finite(f"signal {name!r}: {what}", value, allow_bool=True))
+            out[name] = values
+        return out
+
+    def scores(self, items: Sequence[ItemT], key: str) -> list[float]:
+        """The first-stage score of each item from ``metadata[key]``."""
+        return [
+            _finite(
+                f"first-stage score {self.name}[{i}].metadata[{key!r}]",
+                self.field(item, i, key, "first_stage_key"),
+            )
+            for i, item in enumerate(items)
+        ]
+
+    def first_stage(
+        self, fusion: Fusion, scores: Sequence[float | None] | None
+    ) -> list[float] | None:
+        """The first-stage scores of a call, or ``None`` (the input order is the rank).
+
+        When some items have no score (``None``) and others do, the input order is
+        the rank of all (a warning is logged); ``Fusion(mode="score")`` then is an
+        error naming the first item without one.
+        """
+        if scores is None:
+            return None
+        missing = [i for i, s in enumerate(scores) if s is None]
+        if missing and fusion.mode == "score":
+            raise ValueError(
+                f'Fusion mode "score" needs a first-stage score for every item; '
+                f"{self.name}[{missing[0]}] has none ({len(missing)} of {len(scores)})"
+            )
+        if not missing:
+            return [
+                _finite(f"first-stage score of {self.name}[{i}]", s) for i, s in enumerate(scores)
+            ]
+        if len(missing) < len(scores):
+            logger.warning(
+                "%d of %d %s have no first-stage score: the input order is the "
+                "first-stage rank of all",
+                len(missing),
+                len(scores),
+                self.name,
+            )
+        return None
+
+    def fusion_options(
+        self,
+        fusion: Fusion | None,
+        sources: Mapping[str, SignalSource],
+        items: Sequence[ItemT],
+        scores: Sequence[float | None] | None,
+    ) -> dict[str, Any]:
+        """The core's hybrid-ranking keywords for one call (``{}`` without fusion)."""
+        if fusion is None:
+            return {}
+        return {
+            "fusion": fusion,
+            "first_stage_scores": self.first_stage(fusion, scores),
+            "signals": self.signals(items, sources),
+        }
+
+    def text(
+        self,
+        item: ItemT,
+        index: int,
+        body: str,
+        *,
+        template: str | None = None,
+        content: str = "page_content",
+        keys: Sequence[str] | None = None,
+    ) -> str:
+        """The text to score: ``body`` (the item's content) formatted by ``template``
+        (fields: metadata keys and ``content``), or with ``key: value`` lines of the
+        metadata ``keys`` before it. The template is formatted, never the body or the
+        values, so braces in them are kept as they are."""
+        if template is not None:
+            fields = _TemplateFields(self.metadata(item), f"{self.name}[{index}]")
+            fields[content] = body
+            return template.format_map(fields)
+        if keys:
+            header = [f"{key}: {self.field(item, index, key, 'metadata_keys')}" for key in keys]
+            return "\n".join([*header, body])
+        return body

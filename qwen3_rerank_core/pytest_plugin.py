@@ -47,15 +47,17 @@ Example (a test module, with the plugin loaded)::
 
 from __future__ import annotations
 
+import math
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import pytest
 
 from ._config import DEFAULT_MODEL
+from ._fusion import Fusion
 from ._reranker import Qwen3Reranker, RerankResult
 
 if TYPE_CHECKING:
@@ -71,6 +73,7 @@ __all__ = [
     "adapter_with_own_reranker",
     "bad_list_cases",
     "cut_strategies",
+    "expected_fused",
     "expected_order",
     "hypothesis_settings",
     "insert_repeats",
@@ -142,6 +145,37 @@ def expected_order(
     order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
     kept = [i for i in order if min_score is None or scores[i] >= min_score]
     return kept if top_n is None else kept[:top_n]
+
+
+def expected_fused(
+    fusion: Fusion,
+    relevance: Sequence[float],
+    first_stage_scores: Sequence[float] | None,
+    signals: Mapping[str, Sequence[float]],
+) -> list[float]:
+    """The fused scores of ``docs/hybrid.md``'s formula, written out independently of
+    ``qwen3_rerank_core._fusion`` (min-max or RRF first stage, signals as given, ``math.fsum``)."""
+    n = len(relevance)
+    mode = fusion.mode
+    if mode == "auto":
+        mode = "rank" if first_stage_scores is None else "score"
+    if mode == "rank":
+        if first_stage_scores is None:
+            ranks = list(range(1, n + 1))
+        else:
+            ranks = [1 + sum(t > s for t in first_stage_scores) for s in first_stage_scores]
+        fs = [1 / (fusion.rrf_k + r) for r in ranks]
+    else:
+        assert first_stage_scores is not None
+        lo, hi = min(first_stage_scores), max(first_stage_scores)
+        fs = [1.0 if hi == lo else (s - lo) / (hi - lo) for s in first_stage_scores]
+    return [
+        math.fsum(
+            [fusion.relevance * relevance[i], fusion.first_stage * fs[i]]
+            + [w * signals[name][i] for name, w in fusion.signals.items()]
+        )
+        for i in range(n)
+    ]
 
 
 def load_tiny_reranker(model_dir: str | Path, **settings: Any) -> Qwen3Reranker:

@@ -34,6 +34,7 @@ from qwen3_rerank_core import (
     fuse,
     recency_decay,
 )
+from qwen3_rerank_core.pytest_plugin import expected_fused
 
 QUERY = "Which laptop is good for travel?"
 
@@ -41,37 +42,6 @@ finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinit
 weights = st.floats(min_value=-5, max_value=5, allow_nan=False, allow_infinity=False)
 probs = st.floats(min_value=0.0, max_value=1.0)
 names = st.text(st.characters(categories=["Ll"]), min_size=1, max_size=5)
-
-
-# ------------------------------------------------------ the documented formula
-def direct(
-    fusion: Fusion,
-    relevance: list[float],
-    first_stage_scores: list[float] | None,
-    signals: dict[str, list[float]],
-) -> list[float]:
-    """The formula of the ``_fusion`` docstring, written out independently."""
-    n = len(relevance)
-    mode = fusion.mode
-    if mode == "auto":
-        mode = "rank" if first_stage_scores is None else "score"
-    if mode == "rank":
-        if first_stage_scores is None:
-            ranks = list(range(1, n + 1))
-        else:
-            ranks = [1 + sum(t > s for t in first_stage_scores) for s in first_stage_scores]
-        fs = [1 / (fusion.rrf_k + r) for r in ranks]
-    else:
-        assert first_stage_scores is not None
-        lo, hi = min(first_stage_scores), max(first_stage_scores)
-        fs = [1.0 if hi == lo else (s - lo) / (hi - lo) for s in first_stage_scores]
-    return [
-        math.fsum(
-            [fusion.relevance * relevance[i], fusion.first_stage * fs[i]]
-            + [w * signals[name][i] for name, w in fusion.signals.items()]
-        )
-        for i in range(n)
-    ]
 
 
 @st.composite
@@ -107,7 +77,7 @@ def test_fuse_equals_the_formula(case: Any) -> None:
     fusion, relevance, scores, signals = case
     snapshot = copy.deepcopy((relevance, scores, signals))
     out = fuse(fusion, relevance, first_stage_scores=scores, signals=signals)
-    assert [f.fused for f in out] == direct(fusion, relevance, scores, signals)
+    assert [f.fused for f in out] == expected_fused(fusion, relevance, scores, signals)
     assert [f.relevance for f in out] == relevance
     for f in out:
         assert [name for name, _ in f.signals] == list(fusion.signals)
@@ -257,7 +227,7 @@ def test_rerank_orders_by_the_fused_score(reranker: Any, data: Any) -> None:
     assert (docs_in, scores_in, signals_in) == caller  # not mutated
 
     p_yes = reranker.score(QUERY, docs)
-    fused = direct(fusion, p_yes, scores, {"new": [float(b) for b in new]})
+    fused = expected_fused(fusion, p_yes, scores, {"new": [float(b) for b in new]})
     order = sorted(range(n), key=lambda i: (-fused[i], i))
     kept = [i for i in order if min_score is None or p_yes[i] >= min_score][:top_n]
     assert [r.index for r in results] == kept

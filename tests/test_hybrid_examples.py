@@ -138,11 +138,64 @@ def test_authority(tiny_model_dir: Path) -> None:
         assert float(cells[0]) == binding[index]
 
 
-@pytest.mark.parametrize("name", ["hybrid_ecommerce", "hybrid_recency", "hybrid_authority"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "hybrid_ecommerce",
+        "hybrid_recency",
+        "hybrid_authority",
+        "hybrid_llama_index",
+        "hybrid_langchain",
+    ],
+)
 def test_missing_model_folder_explains(name: str, tmp_path: Path) -> None:
     err = run(name, "--model", str(tmp_path / "no-model"), expect_rc=2)
     assert any(line.startswith("error: ") for line in err.splitlines()), err
     assert "Offline? Pass a local folder" in err
+
+
+def test_llama_index(tiny_model_dir: Path) -> None:
+    pytest.importorskip("llama_index.postprocessor.qwen3_rerank")
+    from llama_index.core.schema import MetadataMode
+
+    ex = load("hybrid_llama_index")
+    out = run("hybrid_llama_index", "--model", str(tiny_model_dir), "--now", NOW)
+    # the postprocessor scores what node.get_content(EMBED) gives (text and metadata)
+    texts = [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in ex.retrieved_nodes()]
+    with Qwen3Reranker(model=str(tiny_model_dir)) as rr:
+        p_yes = rr.score(ex.QUERY, texts)
+    sims = [a[1] for a in ex.ARTICLES]
+    lo, hi = min(sims), max(sims)
+    fused = []
+    for (_, sim, updated, official), p in zip(ex.ARTICLES, p_yes, strict=True):
+        recency = 0.5 ** (age_days(updated) / 180.0)
+        fused.append(
+            math.fsum([0.7 * p, 0.2 * (sim - lo) / (hi - lo), 0.1 * recency, 0.05 * official])
+        )
+    for index, _, _, cells in check(out, p_yes, fused):
+        assert cells[-1] == ex.ARTICLES[index][0]
+        assert float(cells[0]) == sims[index]
+    top = run("hybrid_llama_index", "--model", str(tiny_model_dir), "--now", NOW, "--top-n", "2")
+    check(top, p_yes, fused, top_n=2)
+
+
+def test_langchain(tiny_model_dir: Path) -> None:
+    pytest.importorskip("langchain_qwen3_rerank")
+    ex = load("hybrid_langchain")
+    out = run("hybrid_langchain", "--model", str(tiny_model_dir))
+    texts = [f"[{src} {day}] {text}" for src, day, _, text in ex.PASSAGES]
+    with Qwen3Reranker(model=str(tiny_model_dir)) as rr:
+        p_yes = rr.score(ex.QUERY, texts)
+    bm25 = [p[2] for p in ex.PASSAGES]
+    lo, hi = min(bm25), max(bm25)
+    binding = [float(p[0] in ex.BINDING) for p in ex.PASSAGES]
+    fused = [
+        math.fsum([0.75 * p, 0.15 * (x - lo) / (hi - lo), 0.1 * b])
+        for p, x, b in zip(p_yes, bm25, binding, strict=True)
+    ]
+    for index, _, _, cells in check(out, p_yes, fused):
+        assert cells[-1] == texts[index]
+        assert float(cells[0]) == bm25[index]
 
 
 # ------------------------------------------------------------------ docs/hybrid.md
@@ -192,3 +245,40 @@ def test_docs_eval_specs_parse() -> None:
     assert len(specs) >= 3
     for spec in specs:
         assert not Fusion.from_spec(spec).signals
+
+
+def test_docs_adapter_blocks_order_by_the_fused_score(tiny_model_dir: Path) -> None:
+    """The LlamaIndex and LangChain blocks: fused order, p(yes) exactly ``score()``'s."""
+    pytest.importorskip("llama_index.postprocessor.qwen3_rerank")
+    pytest.importorskip("langchain_qwen3_rerank")
+    from llama_index.core.schema import MetadataMode
+
+    blocks = [b for b in python_blocks() if "QwenRerank(" in b]
+    assert len(blocks) == 2
+    with Qwen3Reranker(model=str(tiny_model_dir)) as reranker:
+        namespace: dict[str, object] = {"reranker": reranker}
+        exec(compile(blocks[0], str(HYBRID_MD), "exec"), namespace)
+        nodes, retrieved = namespace["nodes"], namespace["retrieved"]
+        assert isinstance(nodes, list) and isinstance(retrieved, list)
+        assert len(nodes) == len(retrieved)
+        assert [n.score for n in nodes] == sorted((n.score for n in nodes), reverse=True)
+        texts = [r.node.get_content(metadata_mode=MetadataMode.EMBED) for r in retrieved]
+        p_yes = reranker.score("How do I rotate an API key?", texts)  # the same batch
+        ids = [r.node.node_id for r in retrieved]
+        for node in nodes:
+            i = ids.index(node.node.node_id)
+            assert node.node.metadata["relevance_score"] == p_yes[i]
+            assert node.node.metadata["retrieval_score"] == retrieved[i].score
+            assert "relevance_score" not in retrieved[i].node.metadata
+        namespace = {"reranker": reranker}
+        exec(compile(blocks[1], str(HYBRID_MD), "exec"), namespace)
+        docs, sources = namespace["docs"], namespace["retrieved"]
+        assert isinstance(docs, list) and isinstance(sources, list) and len(docs) == 2
+        fused = [d.metadata["relevance_score"] for d in docs]
+        assert fused == sorted(fused, reverse=True)
+        texts = [f"[{d.metadata['source']} {d.metadata['date']}] {d.page_content}" for d in sources]
+        p_yes = reranker.score("Can a landlord keep the whole deposit?", texts)
+        for doc in docs:
+            i = next(k for k, d in enumerate(sources) if d.page_content == doc.page_content)
+            assert doc.metadata["rerank_score"] == p_yes[i]
+            assert "rerank_score" not in sources[i].metadata

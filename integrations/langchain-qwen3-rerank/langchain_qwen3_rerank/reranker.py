@@ -8,10 +8,18 @@ from typing import Any
 
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
-from pydantic import ConfigDict
-from typing_extensions import TypedDict, Unpack
+from pydantic import ConfigDict, Field, field_validator, model_validator
+from typing_extensions import Self, TypedDict, Unpack
 
-from qwen3_rerank_core.adapters import check_items, check_query, engine_model
+from qwen3_rerank_core import RerankResult
+from qwen3_rerank_core.adapters import (
+    ItemReader,
+    check_document_template,
+    check_items,
+    check_metadata_keys,
+    check_query,
+    engine_model,
+)
 
 
 class RerankOptions(TypedDict, total=False):
@@ -22,7 +30,16 @@ class RerankOptions(TypedDict, total=False):
     instruction: str | None
 
 
-_Base = engine_model(BaseDocumentCompressor, "QwenRerankBase", module=__name__, items="documents")
+_Base = engine_model(
+    BaseDocumentCompressor,
+    "QwenRerankBase",
+    module=__name__,
+    items="documents",
+    needs_fusion=("first_stage_key",),
+)
+_DOCUMENTS: ItemReader[str | Document] = ItemReader(
+    "documents", lambda d: d.metadata if isinstance(d, Document) else {}
+)
 
 
 class QwenRerank(_Base):  # type: ignore[valid-type,misc]
@@ -33,9 +50,43 @@ class QwenRerank(_Base):  # type: ignore[valid-type,misc]
     ``reranker=`` an existing ``Qwen3Reranker`` (not both) to share one loaded model.
     The engine settings (``model``, ``backend``, ``max_length``, ``device``, ...)
     are fields typed, defaulted and described as in ``RerankConfig``.
+
+    Hybrid ranking (docs/hybrid.md): with ``fusion=``, ``metadata["relevance_score"]``
+    is the fused score (the order) and ``metadata["rerank_score"]`` is p(yes); the
+    first stage is the input order, or ``metadata[first_stage_key]``; ``signals`` come
+    from metadata keys or callables on each ``Document``. ``document_template`` or
+    ``metadata_keys`` put metadata in the scored text (with or without fusion).
     """
 
+    first_stage_key: str | None = Field(
+        default=None,
+        description="With fusion: the metadata key holding the retriever's score; "
+        "None: the input order is the first-stage rank.",
+    )
+    document_template: str | None = Field(
+        default=None,
+        description='The scored text, e.g. "[{source} {date}] {page_content}": '
+        "metadata fields by name; None: page_content.",
+    )
+    metadata_keys: list[str] | None = Field(
+        default=None,
+        description='Metadata put before page_content as "key: value" lines, in this order.',
+    )
+
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    _check_template = field_validator("document_template", mode="before")(
+        lambda v: check_document_template(v, content="page_content")
+    )
+    _check_keys = field_validator("metadata_keys", mode="before")(check_metadata_keys)
+
+    @model_validator(mode="after")
+    def _one_text_format(self) -> Self:
+        if self.document_template is not None and self.metadata_keys:
+            raise ValueError("give document_template or metadata_keys, not both")
+        if self.first_stage_key is not None and not self.first_stage_key:
+            raise ValueError("first_stage_key must be a non-empty metadata key or None")
+        return self
 
     def rerank(
         self, documents: Sequence[str | Document], query: str, **options: Unpack[RerankOptions]
@@ -43,7 +94,8 @@ class QwenRerank(_Base):  # type: ignore[valid-type,misc]
         """``[{"index": i, "relevance_score": s}, ...]`` best first, like langchain-cohere.
 
         ``top_n``, ``min_score`` and ``instruction`` (keywords) default to the fields;
-        ``None`` turns ``top_n`` / ``min_score`` off for this call.
+        ``None`` turns ``top_n`` / ``min_score`` off for this call. With ``fusion``,
+        ``relevance_score`` is the fused score and ``"rerank_score"`` p(yes).
         """
         texts, settings = self._call(documents, query, options)
         return _dicts(self._reranker.rerank(query, texts, **settings)) if texts else []
@@ -76,14 +128,25 @@ class QwenRerank(_Base):  # type: ignore[valid-type,misc]
         unknown = sorted(set(options) - set(RerankOptions.__annotations__))
         if unknown:
             raise TypeError(f"rerank() got unexpected keyword argument(s) {unknown}")
-        texts = _texts(documents, query)
+        docs = _valid_documents(documents, query, (str, Document))
+        texts = [self._text(d, i) for i, d in enumerate(docs)]
         top_n, min_score = options.get("top_n", ...), options.get("min_score", ...)
         instruction = options.get("instruction")
+        scores = (
+            None if self.first_stage_key is None else _DOCUMENTS.scores(docs, self.first_stage_key)
+        )
         return texts, {
             "top_n": self.top_n if top_n is ... else top_n,
             "min_score": self.min_score if min_score is ... else min_score,
             "instruction": self.instruction if instruction is None else instruction,
+            **_DOCUMENTS.fusion_options(self.fusion, self.signals, docs, scores),
         }
+
+    def _text(self, document: str | Document, index: int) -> str:
+        body = document.page_content if isinstance(document, Document) else document
+        return _DOCUMENTS.text(
+            document, index, body, template=self.document_template, keys=self.metadata_keys
+        )
 
 
 def _valid_documents(documents: object, query: object, types: type | tuple[type, ...]) -> list[Any]:
@@ -93,13 +156,15 @@ def _valid_documents(documents: object, query: object, types: type | tuple[type,
     return check_items(documents, types, name="documents", kinds=kinds)
 
 
-def _texts(documents: Sequence[str | Document], query: str) -> list[str]:
-    docs = _valid_documents(documents, query, (str, Document))
-    return [d.page_content if isinstance(d, Document) else d for d in docs]
-
-
-def _dicts(results: Sequence[Any]) -> list[dict[str, Any]]:
-    return [{"index": r.index, "relevance_score": r.score} for r in results]
+def _dicts(results: Sequence[RerankResult]) -> list[dict[str, Any]]:
+    """Cohere-style dicts; with fusion, relevance_score is the fused score and
+    rerank_score p(yes)."""
+    return [
+        {"index": r.index, "relevance_score": r.score}
+        if r.fusion is None
+        else {"index": r.index, "relevance_score": r.fused_score, "rerank_score": r.score}
+        for r in results
+    ]
 
 
 def _copies(documents: Sequence[Document], ranked: list[dict[str, Any]]) -> list[Document]:
@@ -107,6 +172,6 @@ def _copies(documents: Sequence[Document], ranked: list[dict[str, Any]]) -> list
     for item in ranked:
         doc = documents[item["index"]]
         metadata = deepcopy(doc.metadata)
-        metadata["relevance_score"] = item["relevance_score"]
+        metadata.update((k, v) for k, v in item.items() if k != "index")
         out.append(doc.model_copy(update={"metadata": metadata}))
     return out

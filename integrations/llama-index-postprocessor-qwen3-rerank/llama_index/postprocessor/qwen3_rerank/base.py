@@ -16,12 +16,13 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from qwen3_rerank_core import RerankResult
-from qwen3_rerank_core.adapters import check_items, check_query, engine_model
+from qwen3_rerank_core.adapters import ItemReader, check_items, check_query, engine_model
 
 dispatcher = get_dispatcher(__name__)
 
 
 _Base = engine_model(BaseNodePostprocessor, "QwenRerankBase", module=__name__, items="nodes")
+_NODES: ItemReader[NodeWithScore] = ItemReader("nodes", lambda n: n.node.metadata)
 
 
 class QwenRerank(_Base):  # type: ignore[valid-type,misc]
@@ -31,10 +32,19 @@ class QwenRerank(_Base):  # type: ignore[valid-type,misc]
     several pipelines share one loaded model. The input nodes are never modified.
     The engine settings (``model``, ``backend``, ``max_length``, ``device``, ...)
     are fields typed, defaulted and described as in ``RerankConfig``.
+
+    Hybrid ranking (docs/hybrid.md): with ``fusion=``, each ``score`` becomes the fused
+    score, p(yes) goes to ``metadata["relevance_score"]``, the incoming scores are the
+    first-stage scores (the input order is the rank when a node has none) and
+    ``signals`` come from metadata keys or callables on each ``NodeWithScore``.
     """
 
     keep_retrieval_score: bool = Field(
         default=False, description="Keep the incoming score as metadata['retrieval_score']."
+    )
+    metadata_mode: MetadataMode = Field(
+        default=MetadataMode.EMBED,
+        description="Which metadata node.get_content() puts in the scored text.",
     )
 
     model_config = ConfigDict(extra="forbid")
@@ -47,18 +57,26 @@ class QwenRerank(_Base):  # type: ignore[valid-type,misc]
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
         with self._observe(nodes, query_bundle) as call:
-            call.finish(self._reranker.rerank(call.query, call.texts, **self._options()))
+            call.finish(self._reranker.rerank(call.query, call.texts, **call.options))
         return call.out
 
     async def _apostprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
         with self._observe(nodes, query_bundle) as call:
-            call.finish(await self._reranker.arerank(call.query, call.texts, **self._options()))
+            call.finish(await self._reranker.arerank(call.query, call.texts, **call.options))
         return call.out
 
-    def _options(self) -> dict[str, Any]:
-        return {"top_n": self.top_n, "min_score": self.min_score, "instruction": self.instruction}
+    def _options(self, nodes: list[NodeWithScore]) -> dict[str, Any]:
+        """The core's keywords for one call (fusion inputs read from ``nodes``)."""
+        scores = [n.score for n in nodes]
+        fusion = _NODES.fusion_options(self.fusion, self.signals, nodes, scores)
+        return {
+            "top_n": self.top_n,
+            "min_score": self.min_score,
+            "instruction": self.instruction,
+            **fusion,
+        }
 
     @contextmanager
     def _observe(self, nodes: object, query_bundle: QueryBundle | None) -> Iterator[_Call]:
@@ -66,10 +84,11 @@ class QwenRerank(_Base):  # type: ignore[valid-type,misc]
         one rerank (none when there are no nodes)."""
         bundle = _valid_query_bundle(query_bundle)
         checked = check_items(nodes, NodeWithScore, name="nodes", kinds="NodeWithScore")
-        call = _Call(checked, bundle.query_str, self._wrap)
+        call = _Call(checked, bundle.query_str, self._wrap, self.metadata_mode)
         if not checked:
             yield call
             return
+        call.options = self._options(checked)  # before any event: bad input sends none
         top_n = self.top_n or len(checked)
         dispatcher.event(
             ReRankStartEvent(query=bundle, nodes=checked, top_n=top_n, model_name=self.model)
@@ -88,14 +107,17 @@ class QwenRerank(_Base):  # type: ignore[valid-type,misc]
     def _wrap(
         self, nodes: list[NodeWithScore], results: Sequence[RerankResult]
     ) -> list[NodeWithScore]:
-        """New nodes (same ids, deep-copied metadata) carrying the rerank scores."""
+        """New nodes (same ids, deep-copied metadata) carrying the rerank scores
+        (with fusion: the fused score, and p(yes) as metadata["relevance_score"])."""
         out = []
         for result in results:
             source = nodes[result.index]
             node = source.node.model_copy(update={"metadata": deepcopy(source.node.metadata)})
             if self.keep_retrieval_score:
                 node.metadata["retrieval_score"] = source.score
-            out.append(NodeWithScore(node=node, score=result.score))
+            if result.fusion is not None:
+                node.metadata["relevance_score"] = result.score
+            out.append(NodeWithScore(node=node, score=result.fused_score))
         return out
 
 
@@ -106,11 +128,13 @@ class _Call:
     nodes: list[NodeWithScore]
     query: str
     wrap: Callable[[list[NodeWithScore], Sequence[RerankResult]], list[NodeWithScore]]
+    metadata_mode: MetadataMode = MetadataMode.EMBED
+    options: dict[str, Any] = field(default_factory=dict)
     out: list[NodeWithScore] = field(default_factory=list)
 
     @property
     def texts(self) -> list[str]:
-        return [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in self.nodes]
+        return [n.node.get_content(metadata_mode=self.metadata_mode) for n in self.nodes]
 
     def finish(self, results: Sequence[RerankResult]) -> None:
         self.out.extend(self.wrap(self.nodes, results))
