@@ -714,14 +714,9 @@ def _flavour_note(model: str, flavour: Flavour | None) -> str:
 
 def _cmd_vllm_command(args: argparse.Namespace) -> int:
     flavour = model_flavour(args.model)
+    server = ("served_model_name", "host", "port", "max_model_len", "module")
     cmds = vllm_commands(
-        args.model,
-        served_model_name=args.served_model_name,
-        host=args.host,
-        port=args.port,
-        max_model_len=args.max_model_len,
-        module=args.module,
-        flavour=flavour,
+        args.model, flavour=flavour, **{name: getattr(args, name) for name in server}
     )
     if args.format == "json":
         arch = (flavour or Flavour("causal-lm", tied=True)).architecture
