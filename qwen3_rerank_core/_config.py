@@ -79,8 +79,9 @@ class RerankConfig:
     """``"cuda"``, ``"cuda:1"``, ``"cpu"``, ...; ``None``: CUDA when available, else CPU."""
     dtype: str | None = None
     """``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"auto"``; ``None``: bf16 on CUDA, fp32 on CPU."""
-    max_batch_tokens: int = 16384
-    """Token budget of one forward pass (padded length x batch size)."""
+    max_batch_tokens: int | None = None
+    """Token budget of one forward pass (padded length x batch size); ``None``: chosen for the
+    device and the model's shape (see ``docs/benchmarks.md``)."""
     max_batch_size: int = 64
     """Most documents in one forward pass."""
     show_progress: bool = False
@@ -122,7 +123,8 @@ class RerankConfig:
             raise ValueError(
                 f"dtype must be one of {', '.join(map(repr, _DTYPES))} or None; got {self.dtype!r}"
             )
-        _check_int("max_batch_tokens", self.max_batch_tokens, 1)
+        if self.max_batch_tokens is not None:
+            _check_int("max_batch_tokens", self.max_batch_tokens, 1)
         _check_int("max_batch_size", self.max_batch_size, 1)
         for flag in ("show_progress", "reuse_prefix", "local_files_only"):
             if not isinstance(getattr(self, flag), bool):

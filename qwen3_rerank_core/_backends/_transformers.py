@@ -39,6 +39,7 @@ __all__ = [
     "CHUNK_DOCS",
     "PACKED_ATTENTION",
     "TransformersBackend",
+    "default_batch_tokens",
     "plan_batches",
     "plan_packs",
 ]
@@ -119,6 +120,68 @@ def plan_packs(
     return packs
 
 
+#: ``max_batch_tokens`` on CUDA when it is ``None`` (not yet measured on a GPU).
+CUDA_BATCH_TOKENS = 16384
+#: Bounds of the automatic CPU budget.
+CPU_BATCH_TOKENS_RANGE = (512, 16384)
+#: Cache size assumed when the CPU's cannot be read (bytes).
+FALLBACK_CACHE_BYTES = 16 * 2**20
+_CACHE_DIR = "/sys/devices/system/cpu/cpu0/cache"
+
+
+def cpu_cache_bytes(cache_dir: str = _CACHE_DIR) -> int:
+    """Size of the CPU's last-level cache (Linux sysfs), else :data:`FALLBACK_CACHE_BYTES`."""
+    sizes = []
+    try:
+        for entry in os.listdir(cache_dir):
+            if not entry.startswith("index"):
+                continue
+            with open(os.path.join(cache_dir, entry, "type"), encoding="ascii") as f:
+                if f.read().strip() == "Instruction":
+                    continue
+            with open(os.path.join(cache_dir, entry, "size"), encoding="ascii") as f:
+                text = f.read().strip().upper()
+            scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
+            sizes.append(int(text.rstrip("KMG")) * scale)
+    except (OSError, ValueError):
+        return FALLBACK_CACHE_BYTES
+    return max(sizes, default=FALLBACK_CACHE_BYTES)
+
+
+def default_batch_tokens(
+    device_type: str, model_config: Any, *, dtype_bytes: int = 4, cache_bytes: int | None = None
+) -> int:
+    """Token budget of one forward pass when ``max_batch_tokens`` is ``None``.
+
+    On CPU, a batch is fastest while one layer's activations stay in the last-level
+    cache: the MLP's gate and up projections (``2 x intermediate_size`` values a
+    token) and the hidden state in and out (``2 x hidden_size``). The budget is the
+    largest power of two whose activations fit the cache, within
+    :data:`CPU_BATCH_TOKENS_RANGE` (measured: ``docs/benchmarks.md``). On CUDA it
+    is :data:`CUDA_BATCH_TOKENS`.
+
+    >>> from types import SimpleNamespace
+    >>> shape = SimpleNamespace(hidden_size=1024, intermediate_size=3072)
+    >>> default_batch_tokens("cpu", shape, cache_bytes=32 * 2**20)
+    1024
+    >>> default_batch_tokens("cuda", shape)
+    16384
+    """
+    if device_type != "cpu":
+        budget = CUDA_BATCH_TOKENS
+    else:
+        cache = cpu_cache_bytes() if cache_bytes is None else cache_bytes
+        hidden = int(getattr(model_config, "hidden_size", 1024))
+        inner = int(getattr(model_config, "intermediate_size", None) or 3 * hidden)
+        per_token = dtype_bytes * 2 * (inner + hidden)
+        low, high = CPU_BATCH_TOKENS_RANGE
+        budget = low
+        while budget * 2 <= high and budget * 2 * per_token <= cache:
+            budget *= 2
+    logger.debug("max_batch_tokens=None: %d tokens a batch on %s", budget, device_type)
+    return budget
+
+
 def _cache_tensors(cache: Any) -> list[tuple[Any, Any]]:
     """Per-layer (key, value) tensors of a transformers KV cache (4.x and 5.x layouts)."""
     layers = getattr(cache, "layers", None)
@@ -185,6 +248,9 @@ class TransformersBackend(Backend):
         self._lock = threading.Lock()
         self._chunk_docs = CHUNK_DOCS
         self._chunk_chars = CHUNK_CHARS
+        self._max_batch_tokens = config.max_batch_tokens or default_batch_tokens(
+            self.device.type, model.config, dtype_bytes=self.dtype.itemsize
+        )
         logger.info(
             "loaded %s on %s (%s, attention=%s, %s)",
             config.model,
@@ -346,7 +412,7 @@ class TransformersBackend(Backend):
     def _batches(self, lengths: list[int]) -> list[list[int]]:
         return plan_batches(
             lengths,
-            max_batch_tokens=self._config.max_batch_tokens,
+            max_batch_tokens=self._max_batch_tokens,
             max_batch_size=self._config.max_batch_size,
         )
 
@@ -359,7 +425,7 @@ class TransformersBackend(Backend):
         if self._packed:
             plan = plan_packs(
                 lengths,
-                max_batch_tokens=self._config.max_batch_tokens,
+                max_batch_tokens=self._max_batch_tokens,
                 max_batch_size=self._config.max_batch_size,
             )
         else:

@@ -65,8 +65,9 @@ class QwenRerank(BaseNodePostprocessor):
     max_length: int = Field(default=_DEFAULTS.max_length, description="Most tokens per prompt.")
     device: str | None = Field(default=None, description="'cpu', 'cuda', ...; None picks.")
     dtype: str | None = Field(default=None, description="'float32', 'bfloat16', ...; None picks.")
-    max_batch_tokens: int = Field(
-        default=_DEFAULTS.max_batch_tokens, description="Token budget of one forward pass."
+    max_batch_tokens: int | None = Field(
+        default=_DEFAULTS.max_batch_tokens,
+        description="Token budget of one forward pass; None: chosen for the device and model.",
     )
     max_batch_size: int = Field(
         default=_DEFAULTS.max_batch_size, description="Most documents in one forward pass."
