@@ -452,6 +452,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 best_s=res["best_s"],
                 times=res["times"],
                 ours_speedup=(ours_rate / rate) if ours_rate else None,
+                best_cpu_s=res.get("best_cpu_s"),
+                ours_cpu_speedup=(
+                    res["best_cpu_s"] / ours["best_cpu_s"]
+                    if res.get("best_cpu_s") and ours.get("best_cpu_s")
+                    else None
+                ),
                 peak_rss_mib=res["peak_rss"] / 2**20,
                 others_cpu=res.get("others_cpu"),
                 peak_cuda_mib=res["peak_cuda"] / 2**20 if "peak_cuda" in res else None,
@@ -579,6 +585,8 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
         "contender",
         "docs/s",
         "ours x",
+        "CPU s",
+        "ours x (CPU)",
         "peak GPU MiB" if cuda else "peak RSS MiB",
         "max |d| vs recipe",
         "MFU",
@@ -588,7 +596,7 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
     out = [header]
     for r in report["rows"]:
         if r["status"] != "ok":
-            out.append([r["workload"], r["contender"], *["-"] * 6, r["status"]])
+            out.append([r["workload"], r["contender"], *["-"] * 8, r["status"]])
             continue
         mem = r["peak_cuda_mib"] if cuda else r["peak_rss_mib"]
         out.append(
@@ -597,6 +605,8 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
                 r["contender"],
                 _fmt(r["docs_per_s"], ".2f" if r["docs_per_s"] < 100 else ".0f"),
                 _fmt(r["ours_speedup"], ".2f"),
+                _fmt(r.get("best_cpu_s"), ".2f"),
+                _fmt(r.get("ours_cpu_speedup"), ".2f"),
                 _fmt(mem, ".0f"),
                 _fmt(r["max_abs_diff"], ".1e"),
                 _fmt(100 * r["mfu"], ".1f") + "%",
@@ -645,15 +655,18 @@ def format_table(report: dict[str, Any], *, markdown: bool = False) -> str:
         f"matmul rate ({report['dtype']}): {report['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s "
         "(MFU = 2 x non-embedding params x prompt tokens / time / this)",
         *workloads,
-        "ours x = ours (defaults) docs/s / this row's docs/s; others' CPU = share of the "
-        "machine's CPU time used by other processes during the timed runs (should be ~0%)",
+        "ours x = ours (defaults) docs/s / this row's docs/s; CPU s = CPU seconds of the "
+        "worker's process tree in its best timed run, ours x (CPU) = this row's CPU s / ours' "
+        "(steadier than wall time on a shared machine, for 1-thread runs); others' CPU = share "
+        "of the machine's CPU time used by other processes during the timed runs (should be ~0%)",
     ]
     sep = "\n\n" if markdown else "\n"
     return sep.join(["\n".join(("- " + h if markdown else h) for h in head), body])
 
 
 def summary_table(reports: Sequence[dict[str, Any]], *, markdown: bool = False) -> str:
-    """One line per (config, workload): ours' docs/s, MFU and ``ours x`` of every other row."""
+    """One line per (config, workload): ours' docs/s, MFU and ``ours x`` of every other row
+    (wall time; in brackets, by the CPU time of the worker process trees)."""
     names: list[str] = []
     for rep in reports:
         for r in rep["rows"]:
@@ -673,7 +686,10 @@ def summary_table(reports: Sequence[dict[str, Any]], *, markdown: bool = False) 
             for n in names:
                 other = rows.get(n, {})
                 ok = other.get("status") == "ok"
-                ratios.append(_fmt(ours["docs_per_s"] / other["docs_per_s"] if ok else None, ".2f"))
+                cell = _fmt(ours["docs_per_s"] / other["docs_per_s"] if ok else None, ".2f")
+                if ok and other.get("ours_cpu_speedup"):
+                    cell += f" ({other['ours_cpu_speedup']:.2f})"
+                ratios.append(cell)
             load = "/".join(f"{x:.1f}" for x in rep["loadavg"])
             cells.append(
                 [

@@ -547,7 +547,8 @@ def run_worker(
     """Load one contender and time it on each workload of ``spec``.
 
     Returns ``{"workloads": {name: result}}`` where a result holds ``times``
-    (seconds per timed run), ``scores`` (of the last run), ``peak_rss``,
+    (seconds per timed run), ``cpu_times`` / ``best_cpu_s`` (CPU seconds of the
+    worker's process tree per timed run, where psutil can tell), ``scores`` (of the last run), ``peak_rss``,
     ``peak_cuda`` (bytes), ``others_cpu``, ``note`` and, on failure, ``error``.
     ``emit`` gets the results before the contender is closed (vLLM may abort
     while shutting down).
@@ -587,6 +588,7 @@ def run_worker(
                 torch_mod.cuda.synchronize()
                 torch_mod.cuda.reset_peak_memory_stats()
             times: list[float] = []
+            cpu_times: list[float] = []  # CPU seconds of this process tree per timed run
             if warmup:
                 for i in range(warmup):
                     contender.before_run()
@@ -603,11 +605,15 @@ def run_worker(
             with ResourceSampler() as mem:
                 for i in range(repeat):
                     contender.before_run()
+                    cpu0 = mem._cpu()
                     start = time.perf_counter()
                     scores = contender.score(wl)
                     if cuda:
                         torch_mod.cuda.synchronize()
                     elapsed = time.perf_counter() - start
+                    cpu1 = mem._cpu()
+                    if cpu0 is not None and cpu1 is not None:
+                        cpu_times.append(cpu1[1] - cpu0[1])
                     logger.info("%s / %s: run %d/%d %.2f s", name, wl.name, i + 1, repeat, elapsed)
                     times.append(elapsed)
             scores = contender.checked_scores(wl) or scores
@@ -620,6 +626,8 @@ def run_worker(
                 others_cpu=mem.others_cpu,
                 note=contender.note,
             )
+            if cpu_times:
+                res.update(cpu_times=cpu_times, best_cpu_s=min(cpu_times))
             if cuda:
                 res["peak_cuda"] = int(torch_mod.cuda.max_memory_allocated())
         except Exception as exc:
