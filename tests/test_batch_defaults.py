@@ -72,6 +72,8 @@ def test_cpu_budget_shrinks_with_the_model_and_grows_with_the_cache() -> None:
     # the measured shapes on this project's 32 MiB-L3 machine (docs/benchmarks.md)
     assert default_batch_tokens("cpu", _shape(512, 1536), cache_bytes=32 * MiB) == 2048
     assert default_batch_tokens("cpu", _shape(1024, 3072), cache_bytes=32 * MiB) == 1024
+    # the tiny fixture of the 10,000-document memory run keeps the old 16384
+    assert default_batch_tokens("cpu", _shape(64, 128), cache_bytes=32 * MiB) == 16384
 
 
 def test_cuda_budget_is_fixed() -> None:
