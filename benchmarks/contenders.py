@@ -14,7 +14,9 @@ Every contender loads a checkpoint folder, then scores whole workloads
   (:data:`ST_CHAT_TEMPLATE`), scored with ``predict(pairs, prompt=instruction)``.
 * ``vllm``: in-process ``vllm.LLM`` (pooling runner, the model turned into a
   yes-minus-no classifier by ``hf_overrides``), fed the recipe's token ids;
-  ``ours-vllm``: ``Qwen3Reranker(backend="vllm")``. Both run in the vLLM venv.
+  ``vllm-default``: the same with vLLM's default automatic prefix caching on,
+  each run with a fresh query, so that only reuse within one call counts;
+  ``ours-vllm``: ``Qwen3Reranker(backend="vllm")``. All run in the vLLM venv.
 
 This module is imported by ``bench_rerank.py`` in the main venv and in the
 vLLM venv (as a worker subprocess); heavy imports happen inside functions.
@@ -69,8 +71,8 @@ VLLM_HF_OVERRIDES = {
     "is_original_qwen3_reranker": True,
 }
 
-VLLM_CONTENDERS = ("vllm", "ours-vllm")
-ALL_CONTENDERS = ("recipe", "ours", "ours-tuned", "st", "vllm", "ours-vllm")
+VLLM_CONTENDERS = ("vllm", "vllm-default", "ours-vllm")
+ALL_CONTENDERS = ("recipe", "ours", "ours-tuned", "st", "vllm", "vllm-default", "ours-vllm")
 
 
 def _import_recipe() -> Any:
@@ -123,6 +125,10 @@ class Contender:
 
     def before_run(self) -> None:
         """Called (untimed) before every scoring run."""
+
+    def checked_scores(self, workload: Workload) -> list[list[float]] | None:
+        """Scores of ``workload`` itself when the timed runs scored something else."""
+        return None
 
     def close(self) -> None:
         pass
@@ -346,6 +352,8 @@ def _check_vllm_device(device: str) -> None:
 
 class VllmContender(Contender):
     name = "vllm"
+    #: vLLM's automatic prefix caching (on by default in vLLM; off in this row).
+    prefix_caching = False
 
     def load(self) -> None:
         _vllm_env(self.spec)
@@ -364,7 +372,7 @@ class VllmContender(Contender):
             seed=0,
             # Cold throughput: no prefix cache at all (the timed runs repeat the same
             # prompts, and a reset between runs did not keep the rows honest).
-            enable_prefix_caching=False,
+            enable_prefix_caching=self.prefix_caching,
         )
         self.tokenizer = tokenizer
 
@@ -387,12 +395,47 @@ class VllmContender(Contender):
         self.llm.reset_prefix_cache()
 
     def score(self, workload: Workload) -> list[list[float]]:
+        return self._classify(workload)
+
+    def _classify(self, workload: Workload) -> list[list[float]]:
         from vllm.inputs import TokensPrompt
 
         fmt = self._recipe_mod.format_instruction
         ids = self.recipe.token_ids([fmt(None, q, d) for q, d in _pairs(workload)])
         out = self.llm.classify([TokensPrompt(prompt_token_ids=x) for x in ids], use_tqdm=False)
         return _split([o.outputs.probs[0] for o in out], workload)
+
+
+class VllmDefaultContender(VllmContender):
+    """vLLM as its users run it: automatic prefix caching on (vLLM's default).
+
+    Each run (warmup and timed) gets a fresh query (``"(request N) "`` in front
+    of the workload's), so a run can reuse only what it shares within itself
+    (the system prompt, instruction and query of its own prompts), never the
+    documents' blocks cached by the previous run. The scores checked against
+    the recipe come from one more, untimed run on the workload's own queries.
+    """
+
+    name = "vllm-default"
+    prefix_caching = True
+
+    def prepare(self, workload: Workload) -> None:
+        super().prepare(workload)
+        self.note = "prefix cache on (vLLM default), a fresh query per run"
+        self._runs = 0
+
+    def before_run(self) -> None:
+        self._runs += 1
+
+    def score(self, workload: Workload) -> list[list[float]]:
+        fresh = [(f"(request {self._runs}) {q}", docs) for q, docs in workload.items]
+        return self._classify(
+            Workload(workload.name, workload.description, workload.max_length, fresh)
+        )
+
+    def checked_scores(self, workload: Workload) -> list[list[float]] | None:
+        self.llm.reset_prefix_cache()
+        return self._classify(workload)
 
 
 CONTENDER_CLASSES: dict[str, type[Contender]] = {
@@ -403,6 +446,7 @@ CONTENDER_CLASSES: dict[str, type[Contender]] = {
         OursTunedContender,
         STContender,
         VllmContender,
+        VllmDefaultContender,
         OursVllmContender,
     )
 }
@@ -503,7 +547,8 @@ def run_worker(
     """Load one contender and time it on each workload of ``spec``.
 
     Returns ``{"workloads": {name: result}}`` where a result holds ``times``
-    (seconds per timed run), ``scores`` (of the last run), ``peak_rss``,
+    (seconds per timed run), ``cpu_times`` / ``best_cpu_s`` (CPU seconds of the
+    worker's process tree per timed run, where psutil can tell), ``scores`` (of the last run), ``peak_rss``,
     ``peak_cuda`` (bytes), ``others_cpu``, ``note`` and, on failure, ``error``.
     ``emit`` gets the results before the contender is closed (vLLM may abort
     while shutting down).
@@ -543,6 +588,7 @@ def run_worker(
                 torch_mod.cuda.synchronize()
                 torch_mod.cuda.reset_peak_memory_stats()
             times: list[float] = []
+            cpu_times: list[float] = []  # CPU seconds of this process tree per timed run
             if warmup:
                 for i in range(warmup):
                     contender.before_run()
@@ -559,13 +605,18 @@ def run_worker(
             with ResourceSampler() as mem:
                 for i in range(repeat):
                     contender.before_run()
+                    cpu0 = mem._cpu()
                     start = time.perf_counter()
                     scores = contender.score(wl)
                     if cuda:
                         torch_mod.cuda.synchronize()
                     elapsed = time.perf_counter() - start
+                    cpu1 = mem._cpu()
+                    if cpu0 is not None and cpu1 is not None:
+                        cpu_times.append(cpu1[1] - cpu0[1])
                     logger.info("%s / %s: run %d/%d %.2f s", name, wl.name, i + 1, repeat, elapsed)
                     times.append(elapsed)
+            scores = contender.checked_scores(wl) or scores
             res.update(
                 times=times,
                 median_s=statistics.median(times),
@@ -575,6 +626,8 @@ def run_worker(
                 others_cpu=mem.others_cpu,
                 note=contender.note,
             )
+            if cpu_times:
+                res.update(cpu_times=cpu_times, best_cpu_s=min(cpu_times))
             if cuda:
                 res["peak_cuda"] = int(torch_mod.cuda.max_memory_allocated())
         except Exception as exc:

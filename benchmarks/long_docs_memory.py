@@ -42,6 +42,7 @@ def main() -> int:
     p.add_argument("--docs", type=int, default=100, help="documents of ~8k tokens")
     p.add_argument("--max-batch-tokens", type=int, default=None, help="default: the library's")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     p.add_argument("--cache-dir", default=str(REPO / ".cache" / "fixtures"))
     p.add_argument("--json", dest="json_out", default=None)
     args = p.parse_args()
@@ -51,6 +52,8 @@ def main() -> int:
 
     from qwen3_rerank_core import Qwen3Reranker
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model_dir = build_checkpoint(args.config, seed=args.seed, cache_dir=Path(args.cache_dir))
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     spec = dataclasses.replace(WORKLOADS["d"], docs_per_query=args.docs)
@@ -74,7 +77,8 @@ def main() -> int:
         t0 = time.perf_counter()
         scores = rr.score(query, docs)
         wall = time.perf_counter() - t0
-        budget = rr.config.max_batch_tokens
+        # None in the config: the budget the backend chose for this device and model
+        budget = rr.config.max_batch_tokens or getattr(rr._get_backend(), "_max_batch_tokens", None)
     result = {
         "config": args.config,
         "device": args.device,

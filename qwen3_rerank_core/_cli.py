@@ -213,7 +213,10 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (local backends)")
     g.add_argument("--dtype", choices=DTYPES, default=None, help="local backends")
     g.add_argument(
-        "--max-batch-tokens", type=_positive_int, default=None, help="token budget per batch"
+        "--max-batch-tokens",
+        type=_positive_int,
+        default=None,
+        help="token budget per batch (default: chosen for the device and model)",
     )
     g.add_argument("--local-files-only", action="store_true", help="never contact the model hub")
     g.add_argument(

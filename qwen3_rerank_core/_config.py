@@ -110,9 +110,12 @@ class RerankConfig:
             "``float32``, ``bfloat16``, ``float16`` or ``auto``; ``None``: bf16 on CUDA, else fp32."
         ),
     )
-    max_batch_tokens: int = field(
-        default=16384,
-        metadata=_doc("Token budget of one forward pass (padded length x batch size)."),
+    max_batch_tokens: int | None = field(
+        default=None,
+        metadata=_doc(
+            "Token budget of one forward pass (padded length x batch size); ``None``: chosen "
+            "for the device and the model's shape (``docs/benchmarks.md``)."
+        ),
     )
     max_batch_size: int = field(default=64, metadata=_doc("Most documents in one forward pass."))
     show_progress: bool = field(
@@ -174,7 +177,8 @@ class RerankConfig:
             raise ValueError(
                 f"dtype must be one of {', '.join(map(repr, DTYPES))} or None; got {self.dtype!r}"
             )
-        _check_int("max_batch_tokens", self.max_batch_tokens, 1)
+        if self.max_batch_tokens is not None:
+            _check_int("max_batch_tokens", self.max_batch_tokens, 1)
         _check_int("max_batch_size", self.max_batch_size, 1)
         for flag in ("show_progress", "reuse_prefix", "local_files_only"):
             if not isinstance(getattr(self, flag), bool):

@@ -137,3 +137,71 @@ def test_workloads_are_seeded(bench: Any, tiny_tokenizer: Any) -> None:
         len(ids) for ids in tiny_tokenizer(first.items[0][1], add_special_tokens=False)["input_ids"]
     ]
     assert all(200 <= n <= 350 for n in lengths), lengths
+
+
+def test_cpu_matrix_and_quick_options(bench: Any) -> None:
+    from checkpoints import CONFIGS, full_config, non_embedding_params
+
+    args = bench.parse_args(["--config", "cpu-matrix", "--quick"])
+    assert args.config_list == list(bench.CPU_MATRIX)
+    assert len(args.config_list) >= 5 and set(args.config_list) <= set(CONFIGS)
+    shapes = {(full_config(c)["num_hidden_layers"], full_config(c)["hidden_size"]) for c in CONFIGS}
+    assert {(4, 512), (8, 512), (12, 256), (2, 1024), (28, 1024)} <= shapes
+    assert all(non_embedding_params(full_config(c)) > 0 for c in args.config_list)
+    assert (args.docs_scale, args.repeat, args.recipe_repeat) == (0.3, 2, 1)
+    explicit = bench.parse_args(["--config", "mid,8x512", "--quick", "--repeat", "5"])
+    assert explicit.config_list == ["mid", "8x512"] and explicit.repeat == 5
+    assert "vllm-default" in bench.parse_args([]).contender_list
+    with pytest.raises(SystemExit, match="nope"):
+        bench.parse_args(["--config", "mid,nope"])
+
+
+def test_summary_table_has_a_line_per_config_and_workload(
+    bench: Any, report: dict[str, Any]
+) -> None:
+    other = {**report, "config_name": "other"}
+    text = bench.summary_table([report, other], markdown=True)
+    lines = text.splitlines()
+    header = lines[0]
+    for contender in CONTENDERS:
+        if contender != "ours":
+            assert f"x {contender}" in header
+    for config in ("tiny", "other"):
+        for workload in WORKLOADS:
+            assert any(line.startswith(f"| {config} | {workload} | ") for line in lines[2:])
+    assert len(lines) == 2 + 2 * len(WORKLOADS)
+
+
+def test_vllm_default_gives_each_run_a_fresh_query_and_checks_the_real_one(
+    bench: Any,
+) -> None:
+    from contenders import VllmDefaultContender
+    from workloads import Workload
+
+    seen: list[list[str]] = []
+    resets: list[int] = []
+
+    class FakeLLM:
+        def reset_prefix_cache(self) -> bool:
+            resets.append(len(seen))
+            return True
+
+    contender = VllmDefaultContender(
+        {"model_dir": "unused", "device": "cpu", "dtype": "float32", "threads": 1}
+    )
+    contender.llm = FakeLLM()
+    contender._classify = lambda wl: (  # type: ignore[method-assign]
+        seen.append([q for q, _ in wl.items]) or [[0.5] * len(d) for _, d in wl.items]
+    )
+    workload = Workload("a", "test", 64, [("q1", ["d1", "d2"]), ("q2", ["d3"])])
+    contender._runs = 0
+    contender.note = ""
+    for _ in range(3):
+        contender.before_run()
+        assert contender.score(workload) == [[0.5, 0.5], [0.5]]
+    assert contender.checked_scores(workload) == [[0.5, 0.5], [0.5]]
+    assert len({tuple(qs) for qs in seen[:3]}) == 3  # a fresh query every run
+    assert all(
+        q.endswith(orig) for qs in seen[:3] for q, orig in zip(qs, ["q1", "q2"], strict=True)
+    )
+    assert seen[3] == ["q1", "q2"] and resets == [3]  # the checked run: cold, real queries

@@ -44,7 +44,7 @@ from .._checkpoint import (
 from .._config import RerankConfig
 from .._errors import MissingDependencyError, ModelLoadError
 from .._prompt import EncodedGroup, PromptEncoder, p_yes
-from ._base import Backend, Group
+from ._base import Backend, Group, progress_bar
 
 __all__ = [
     "CHUNK_CHARS",
@@ -52,6 +52,7 @@ __all__ = [
     "PACKED_ATTENTION",
     "ScoringHead",
     "TransformersBackend",
+    "default_batch_tokens",
     "default_device",
     "default_dtype",
     "plan_batches",
@@ -138,8 +139,8 @@ def _decoder_of(model: Any) -> Any:
     """The base model under the LM head. transformers 4.56's generic ``get_decoder`` returns
     None for Qwen3ForCausalLM (it asks the inner Qwen3Model for a decoder of its own); the
     inner ``model`` is the decoder there."""
-    decoder = model.get_decoder()
-    return decoder if decoder is not None else model.model
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    return decoder if decoder is not None else getattr(model, model.base_model_prefix)
 
 
 def _cache_argument(decoder: Any) -> str:
@@ -155,6 +156,68 @@ def _output_cache(out: Any) -> Any:
     ``out.past_key_values`` (older; reading it on current ones logs a deprecation)."""
     cache = getattr(out, "cache", None)
     return cache if cache is not None else out.past_key_values
+
+
+#: ``max_batch_tokens`` on CUDA when it is ``None`` (not yet measured on a GPU).
+CUDA_BATCH_TOKENS = 16384
+#: Bounds of the automatic CPU budget.
+CPU_BATCH_TOKENS_RANGE = (512, 16384)
+#: Cache size assumed when the CPU's cannot be read (bytes).
+FALLBACK_CACHE_BYTES = 16 * 2**20
+_CACHE_DIR = "/sys/devices/system/cpu/cpu0/cache"
+
+
+def cpu_cache_bytes(cache_dir: str = _CACHE_DIR) -> int:
+    """Size of the CPU's last-level cache (Linux sysfs), else :data:`FALLBACK_CACHE_BYTES`."""
+    sizes = []
+    try:
+        for entry in os.listdir(cache_dir):
+            if not entry.startswith("index"):
+                continue
+            with open(os.path.join(cache_dir, entry, "type"), encoding="ascii") as f:
+                if f.read().strip() == "Instruction":
+                    continue
+            with open(os.path.join(cache_dir, entry, "size"), encoding="ascii") as f:
+                text = f.read().strip().upper()
+            scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
+            sizes.append(int(text.rstrip("KMG")) * scale)
+    except (OSError, ValueError):
+        return FALLBACK_CACHE_BYTES
+    return max(sizes, default=FALLBACK_CACHE_BYTES)
+
+
+def default_batch_tokens(
+    device_type: str, model_config: Any, *, dtype_bytes: int = 4, cache_bytes: int | None = None
+) -> int:
+    """Token budget of one forward pass when ``max_batch_tokens`` is ``None``.
+
+    On CPU, a batch is fastest while one layer's activations stay in the last-level
+    cache: the MLP's gate and up projections (``2 x intermediate_size`` values a
+    token) and the hidden state in and out (``2 x hidden_size``). The budget is the
+    largest power of two whose activations fit the cache, within
+    :data:`CPU_BATCH_TOKENS_RANGE` (measured: ``docs/benchmarks.md``). On CUDA it
+    is :data:`CUDA_BATCH_TOKENS`.
+
+    >>> from types import SimpleNamespace
+    >>> shape = SimpleNamespace(hidden_size=1024, intermediate_size=3072)
+    >>> default_batch_tokens("cpu", shape, cache_bytes=32 * 2**20)
+    1024
+    >>> default_batch_tokens("cuda", shape)
+    16384
+    """
+    if device_type != "cpu":
+        budget = CUDA_BATCH_TOKENS
+    else:
+        cache = cpu_cache_bytes() if cache_bytes is None else cache_bytes
+        hidden = int(getattr(model_config, "hidden_size", 1024))
+        inner = int(getattr(model_config, "intermediate_size", None) or 3 * hidden)
+        per_token = dtype_bytes * 2 * (inner + hidden)
+        low, high = CPU_BATCH_TOKENS_RANGE
+        budget = low
+        while budget * 2 <= high and budget * 2 * per_token <= cache:
+            budget *= 2
+    logger.debug("max_batch_tokens=None: %d tokens a batch on %s", budget, device_type)
+    return budget
 
 
 def _cache_tensors(cache: Any) -> list[tuple[Any, Any]]:
@@ -290,6 +353,9 @@ class TransformersBackend(Backend):
         self._lock = threading.Lock()
         self._chunk_docs = CHUNK_DOCS
         self._chunk_chars = CHUNK_CHARS
+        self._max_batch_tokens = config.max_batch_tokens or default_batch_tokens(
+            self.device.type, model.config, dtype_bytes=self.dtype.itemsize
+        )
         logger.info(
             "loaded %s (%s) on %s (%s, attention=%s, %s)",
             config.model,
@@ -374,7 +440,10 @@ class TransformersBackend(Backend):
             for i, doc in enumerate(docs):
                 first.setdefault(doc, i)
             firsts.append(first)
-        with self._lock, self._progress(sum(map(len, out)), show_progress) as advance:
+        with (
+            self._lock,
+            progress_bar(sum(map(len, out)), show_progress, desc="Reranking") as advance,
+        ):
             for chunk in self._chunks(groups, firsts):
                 encoded = [
                     self.encoder.encode_group(
@@ -429,7 +498,7 @@ class TransformersBackend(Backend):
             yield chunk
 
     def _score_encoded(
-        self, groups: list[EncodedGroup], advance: Callable[[int], None]
+        self, groups: list[EncodedGroup], advance: Callable[[int], object]
     ) -> list[list[float]]:
         """Scores per group. Identical prompts are computed once (and so score equal).
 
@@ -474,12 +543,12 @@ class TransformersBackend(Backend):
     def _batches(self, lengths: list[int]) -> list[list[int]]:
         return plan_batches(
             lengths,
-            max_batch_tokens=self._config.max_batch_tokens,
+            max_batch_tokens=self._max_batch_tokens,
             max_batch_size=self._config.max_batch_size,
         )
 
     def _score_prompts(
-        self, prompts: list[list[int]], advance: Callable[[int], None]
+        self, prompts: list[list[int]], advance: Callable[[int], object]
     ) -> list[float]:
         """Scores of full prompts, in input order."""
         scores = [0.0] * len(prompts)
@@ -487,7 +556,7 @@ class TransformersBackend(Backend):
         if self._packed:
             plan = plan_packs(
                 lengths,
-                max_batch_tokens=self._config.max_batch_tokens,
+                max_batch_tokens=self._max_batch_tokens,
                 max_batch_size=self._config.max_batch_size,
             )
         else:
@@ -501,7 +570,7 @@ class TransformersBackend(Backend):
         return scores
 
     def _score_with_prefix(
-        self, shared: list[int], tails: list[list[int]], advance: Callable[[int], None]
+        self, shared: list[int], tails: list[list[int]], advance: Callable[[int], object]
     ) -> list[float]:
         """Scores of ``shared + tail`` for each tail, computing ``shared`` once."""
         torch = self._torch
@@ -528,16 +597,6 @@ class TransformersBackend(Backend):
                 scores[i] = p_yes(logit_no, logit_yes)
             advance(len(batch))
         return scores
-
-    @contextmanager
-    def _progress(self, total: int, show_progress: bool) -> Iterator[Callable[[int], None]]:
-        if not show_progress:
-            yield lambda n: None
-            return
-        from tqdm.auto import tqdm
-
-        with tqdm(total=total, desc="Reranking", unit="doc") as bar:
-            yield bar.update
 
     def _last_logits(
         self, prompts: list[list[int]], past: tuple[int, Any] | None = None
