@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from langchain_classic.retrievers import ContextualCompressionRetriever
 from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding
 from langchain_core.vectorstores import InMemoryVectorStore
@@ -156,7 +155,12 @@ def _compression(base_retriever: Any, tiny_reranker: Qwen3Reranker, key: str | N
         document_template="[{source} {date}] {page_content}",
         top_n=3,
     )
-    return ContextualCompressionRetriever(base_compressor=compressor, base_retriever=base_retriever)
+    # langchain-classic needs langchain-core>=1.0: absent from the oldest-dependencies run,
+    # where only these flow tests are skipped (the rest of this module still runs there).
+    retrievers = pytest.importorskip("langchain_classic.retrievers")
+    return retrievers.ContextualCompressionRetriever(
+        base_compressor=compressor, base_retriever=base_retriever
+    )
 
 
 def _expected_flow(
