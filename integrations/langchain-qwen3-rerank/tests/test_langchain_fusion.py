@@ -14,7 +14,7 @@ import math
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding
@@ -22,7 +22,7 @@ from langchain_core.vectorstores import InMemoryVectorStore
 from langchain_qwen3_rerank import QwenRerank
 
 from qwen3_rerank_core import Fusion, Qwen3Reranker
-from qwen3_rerank_core.pytest_plugin import expected_fused
+from qwen3_rerank_core.pytest_plugin import expected_fused, hypothesis_settings
 
 QUERY = "How do plants make their food?"
 ROWS = [  # text, source, date, retriever score
@@ -87,11 +87,7 @@ def cases(draw: Any) -> dict[str, Any]:
     }
 
 
-@settings(
-    max_examples=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+@hypothesis_settings(25)
 @given(case=cases())
 def test_fused_order_is_the_formula(tiny_reranker: Qwen3Reranker, case: dict[str, Any]) -> None:
     docs, fusion = case["docs"], case["fusion"]

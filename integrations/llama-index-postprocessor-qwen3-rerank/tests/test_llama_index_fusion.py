@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from llama_index.core import Document, VectorStoreIndex
 from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -30,7 +30,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, TextNode
 from llama_index.postprocessor.qwen3_rerank import QwenRerank
 
 from qwen3_rerank_core import Fusion, Qwen3Reranker
-from qwen3_rerank_core.pytest_plugin import expected_fused
+from qwen3_rerank_core.pytest_plugin import expected_fused, hypothesis_settings
 
 QUERY = "How do plants make their food?"
 TEXTS = [
@@ -99,11 +99,7 @@ def cases(draw: Any) -> dict[str, Any]:
     return {"nodes": nodes, "fusion": fusion, "top_n": top_n, "min_score": min_score}
 
 
-@settings(
-    max_examples=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+@hypothesis_settings(25)
 @given(case=cases())
 def test_fused_order_is_the_formula(tiny_reranker: Qwen3Reranker, case: dict[str, Any]) -> None:
     nodes, fusion = case["nodes"], case["fusion"]
