@@ -340,6 +340,7 @@ class TransformersBackend(Backend):
         model.to(self.device)
         self._tokenizer = tokenizer
         self._decoder = _decoder_of(model)
+        self._cache_arg = _cache_argument(self._decoder)
         self.encoder = PromptEncoder.from_hf_tokenizer(tokenizer, max_length=config.max_length)
         pad = tokenizer.pad_token_id
         self._pad_id: int = pad if pad is not None else tokenizer.eos_token_id
@@ -619,7 +620,7 @@ class TransformersBackend(Backend):
             n_past, cache = past
             positions = positions + n_past
             mask = torch.cat([torch.ones((len(prompts), n_past), dtype=torch.long), mask], dim=1)
-            kwargs = {"use_cache": True, _cache_argument(self._decoder): cache}
+            kwargs = {"use_cache": True, self._cache_arg: cache}
         with torch.inference_mode():
             out = self._decoder(
                 input_ids=ids.to(self.device),
