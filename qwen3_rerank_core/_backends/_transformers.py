@@ -45,6 +45,7 @@ from .._config import RerankConfig
 from .._errors import MissingDependencyError, ModelLoadError
 from .._prompt import EncodedGroup, PromptEncoder, p_yes
 from ._base import Backend, Group, progress_bar
+from ._lean import LeanForward, lean_unsupported
 
 __all__ = [
     "CHUNK_CHARS",
@@ -317,11 +318,18 @@ class ScoringHead:
 class TransformersBackend(Backend):
     """Scores prompts in this process with either checkpoint flavour (see :class:`ScoringHead`)."""
 
-    def __init__(self, config: RerankConfig, *, packed: bool | None = None) -> None:
+    def __init__(
+        self, config: RerankConfig, *, packed: bool | None = None, lean: bool | None = None
+    ) -> None:
         """``packed``: pack batches into one row (varlen attention); ``None`` packs
         when the attention kernel is flash-attention (:data:`PACKED_ATTENTION`).
         Packing with SDPA or eager attention gives the same scores but computes a
-        block-diagonal mask over the whole row (for tests, not for speed)."""
+        block-diagonal mask over the whole row (for tests, not for speed).
+
+        ``lean``: score left-padded batches with :class:`LeanForward` (the last layer
+        on the last positions only); ``None`` uses it wherever it supports the model
+        (:func:`lean_unsupported`), ``False`` runs the transformers forward (for tests).
+        """
         torch, transformers = _import_torch_transformers()
         self._torch = torch
         self._config = config
@@ -351,6 +359,7 @@ class TransformersBackend(Backend):
         # padding between the cached prefix and each document).
         self._packed = attn in PACKED_ATTENTION if packed is None else bool(packed)
         self._reuse_prefix = config.reuse_prefix and attn in ("sdpa", "eager") and not self._packed
+        self._lean = self._lean_forward(attn, lean)
         self._lock = threading.Lock()
         self._chunk_docs = CHUNK_DOCS
         self._chunk_chars = CHUNK_CHARS
@@ -364,8 +373,24 @@ class TransformersBackend(Backend):
             self.device,
             self.dtype,
             attn,
-            "packed rows" if self._packed else "left-padded batches",
+            "packed rows"
+            if self._packed
+            else "lean forward"
+            if self._lean is not None
+            else "left-padded batches",
         )
+
+    def _lean_forward(self, attn: str, wanted: bool | None) -> LeanForward | None:
+        """The lean forward where it is wanted and supports the model, else ``None``."""
+        if self._packed or wanted is False:
+            return None
+        reason = lean_unsupported(self._decoder, attn)
+        if reason is None:
+            return LeanForward(self._decoder)
+        if wanted:
+            raise ValueError(f"lean=True, but the lean forward cannot run this model: {reason}")
+        logger.info("transformers forward, not the lean one: %s", reason)
+        return None
 
     def _pick_attention(self) -> str:
         if self.device.type == "cuda":
@@ -574,6 +599,25 @@ class TransformersBackend(Backend):
         self, shared: list[int], tails: list[list[int]], advance: Callable[[int], object]
     ) -> list[float]:
         """Scores of ``shared + tail`` for each tail, computing ``shared`` once."""
+        score_rows = self._prefixed(shared)
+        n_shared = len(shared)
+        scores = [0.0] * len(tails)
+        # The budget counts the prefix too: each row attends over prefix + tail.
+        for batch in self._batches([n_shared + len(t) for t in tails]):
+            logits = score_rows([tails[i] for i in batch])
+            for i, (logit_no, logit_yes) in zip(batch, logits, strict=True):
+                scores[i] = p_yes(logit_no, logit_yes)
+            advance(len(batch))
+        return scores
+
+    def _prefixed(
+        self, shared: list[int]
+    ) -> Callable[[list[list[int]]], list[tuple[float, float]]]:
+        """Run ``shared`` once; the returned function scores rows that continue it."""
+        lean = self._lean
+        if lean is not None:
+            prefix = lean.prefix(shared)
+            return lambda rows: self._yes_no(lean.last_hidden(rows, prefix, pad_id=self._pad_id))
         torch = self._torch
         with torch.inference_mode():
             out = self._decoder(
@@ -581,11 +625,8 @@ class TransformersBackend(Backend):
                 use_cache=True,
             )
             prefix_kv = _cache_tensors(_output_cache(out))
-        n_shared = len(shared)
-        scores = [0.0] * len(tails)
-        # The budget counts the prefix too: each row attends over prefix + tail.
-        for batch in self._batches([n_shared + len(t) for t in tails]):
-            rows = [tails[i] for i in batch]
+
+        def score_rows(rows: list[list[int]]) -> list[tuple[float, float]]:
             cache = _make_cache(
                 self._cache_cls,
                 [
@@ -593,11 +634,9 @@ class TransformersBackend(Backend):
                     for k, v in prefix_kv
                 ],
             )
-            logits = self._last_logits(rows, past=(n_shared, cache))
-            for i, (logit_no, logit_yes) in zip(batch, logits, strict=True):
-                scores[i] = p_yes(logit_no, logit_yes)
-            advance(len(batch))
-        return scores
+            return self._last_logits(rows, past=(len(shared), cache))
+
+        return score_rows
 
     def _last_logits(
         self, prompts: list[list[int]], past: tuple[int, Any] | None = None
@@ -606,6 +645,8 @@ class TransformersBackend(Backend):
 
         With ``past=(n, cache)``, the prompts continue a cached prefix of ``n`` tokens.
         """
+        if self._lean is not None and past is None:
+            return self._yes_no(self._lean.last_hidden(prompts, None, pad_id=self._pad_id))
         torch = self._torch
         width = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), self._pad_id, dtype=torch.long)
@@ -655,7 +696,7 @@ class TransformersBackend(Backend):
         return self._head.pairs(hidden)
 
     def close(self) -> None:
-        for name in ("_decoder", "_head"):
+        for name in ("_decoder", "_head", "_lean"):
             if hasattr(self, name):
                 delattr(self, name)
         if self.device.type == "cuda":

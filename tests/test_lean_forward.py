@@ -1,0 +1,209 @@
+"""The lean forward (``_backends/_lean.py``) scores like the transformers forward.
+
+Every model shape below is scored twice, by a backend on the lean forward (the
+default on SDPA) and by one on the transformers forward (``lean=False``), with and
+without query-prefix reuse, across several groups, lengths and duplicates. The
+lean forward must also do what it claims: compute the last layer's MLP on one
+position per prompt, keep the modules' weights usable without storing them
+twice, and leave decoders it does not cover to the transformers forward.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qwen3_rerank_core import DEFAULT_INSTRUCTION, RerankConfig
+from qwen3_rerank_core._backends._lean import LeanForward, lean_unsupported
+from qwen3_rerank_core._backends._transformers import TransformersBackend
+from qwen3_rerank_core.pytest_plugin import SAMPLE_QUERY, SAMPLE_TEXTS
+from qwen3_rerank_core.testing import cached_checkpoint, cached_seq_cls_checkpoint
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TOL = 1e-5
+
+#: Shapes the tiny default does not have: no GQA, odd head sizes, biases, one layer,
+#: more layers untied, scaled rotary positions.
+SHAPES: dict[str, dict[str, Any]] = {
+    "tiny": {},
+    "mha-head16": {"num_attention_heads": 4, "num_key_value_heads": 4, "head_dim": 16},
+    "gqa4-head8": {"num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 8},
+    "attention-bias": {"attention_bias": True},
+    "one-layer": {"num_hidden_layers": 1},
+    "three-layers-untied-linear-rope": {
+        "num_hidden_layers": 3,
+        "intermediate_size": 96,
+        "tie_word_embeddings": False,
+        "rope_parameters": {"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0},
+    },
+}
+
+LONG = " ".join(SAMPLE_TEXTS)
+DOCS = [*SAMPLE_TEXTS, LONG, LONG[:300], "x", SAMPLE_TEXTS[0], ""]
+GROUPS = [
+    (SAMPLE_QUERY, DOCS),
+    ("Which planet is the largest?", list(reversed(DOCS))),
+    ("one document", [SAMPLE_TEXTS[3]]),
+]
+
+
+def _backend(model_dir: Path, *, lean: bool | None, **settings: Any) -> TransformersBackend:
+    config = RerankConfig(model=str(model_dir), device="cpu", dtype="float32", **settings)
+    return TransformersBackend(config, lean=lean)
+
+
+def _max_diff(a: list[list[float]], b: list[list[float]]) -> float:
+    return max(abs(x - y) for ra, rb in zip(a, b, strict=True) for x, y in zip(ra, rb, strict=True))
+
+
+def _bias_checkpoint(overrides: dict[str, Any], tmp_root: Path) -> Path:
+    """Biases initialise to zero; random ones make the test see them."""
+    folder = cached_checkpoint(overrides)
+    if not overrides.get("attention_bias"):
+        return folder
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_root / "with-biases"
+    if not out.exists():
+        model = AutoModelForCausalLM.from_pretrained(str(folder))
+        torch.manual_seed(1)
+        for layer in model.model.layers:
+            for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+                getattr(layer.self_attn, name).bias.data.normal_(0, 0.5)
+        model.save_pretrained(str(out))
+        for f in folder.iterdir():
+            if "token" in f.name or f.name in ("vocab.json", "merges.txt"):
+                (out / f.name).write_bytes(f.read_bytes())
+    return out
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("reuse_prefix", [True, False])
+def test_lean_scores_equal_transformers_forward(
+    shape: str, reuse_prefix: bool, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    folder = _bias_checkpoint(SHAPES[shape], tmp_path_factory.mktemp(shape))
+    # A small budget, so that groups split into several batches of mixed widths.
+    settings = {"reuse_prefix": reuse_prefix, "max_batch_tokens": 300}
+    lean = _backend(folder, lean=True, **settings)
+    reference = _backend(folder, lean=False, **settings)
+    assert lean._lean is not None and reference._lean is None
+    got = lean.score_groups(GROUPS, DEFAULT_INSTRUCTION)
+    want = reference.score_groups(GROUPS, DEFAULT_INSTRUCTION)
+    assert _max_diff(got, want) <= TOL
+    assert got[0][0] == got[0][len(SAMPLE_TEXTS) + 3]  # duplicates score equal
+
+
+def test_lean_scores_seq_cls_flavour() -> None:
+    folder = cached_seq_cls_checkpoint()
+    lean = _backend(folder, lean=True)
+    reference = _backend(folder, lean=False)
+    got = lean.score_groups(GROUPS, DEFAULT_INSTRUCTION)
+    assert _max_diff(got, reference.score_groups(GROUPS, DEFAULT_INSTRUCTION)) <= TOL
+
+
+def test_lean_is_the_default_on_sdpa(
+    tiny_model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="qwen3_rerank_core"):
+        backend = _backend(tiny_model_dir, lean=None)
+    assert isinstance(backend._lean, LeanForward)
+    assert "lean forward" in caplog.text
+
+
+def test_other_attention_kernels_use_the_transformers_forward(
+    tiny_model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="qwen3_rerank_core"):
+        backend = _backend(tiny_model_dir, lean=None, attn_implementation="eager")
+    assert backend._lean is None
+    assert "attention kernel 'eager'" in caplog.text
+    with pytest.raises(ValueError, match=r"lean=True.*'eager'"):
+        _backend(tiny_model_dir, lean=True, attn_implementation="eager")
+
+
+def test_last_layer_mlp_and_query_run_on_one_position_per_prompt(tiny_model_dir: Path) -> None:
+    backend = _backend(tiny_model_dir, lean=None)
+    decoder = backend._decoder
+    seen: dict[str, list[tuple[int, ...]]] = {"first": [], "last": [], "last_o": []}
+
+    def record(key: str) -> Any:
+        return lambda _module, args: seen[key].append(tuple(args[0].shape))
+
+    hooks = [
+        decoder.layers[0].mlp.down_proj.register_forward_pre_hook(record("first")),
+        decoder.layers[-1].mlp.down_proj.register_forward_pre_hook(record("last")),
+        decoder.layers[-1].self_attn.o_proj.register_forward_pre_hook(record("last_o")),
+    ]
+    try:
+        backend.score_groups([(SAMPLE_QUERY, list(SAMPLE_TEXTS[:4]))], DEFAULT_INSTRUCTION)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    # The prefix runs layer 0 in full and skips the last layer's MLP; the batch of
+    # four runs layer 0 on every position and the last layer on one per prompt.
+    assert [s[0] for s in seen["first"]] == [1, 4]
+    assert seen["first"][1][1] > 1
+    assert seen["last"] == [(4, 1, 128)]
+    assert seen["last_o"] == [(4, 1, 4 * 64)]
+
+
+def test_fused_weights_are_views_and_modules_still_work(tiny_model_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), attn_implementation="sdpa")
+    ids = torch.tensor([[1, 20, 300, 4000, 5]])
+    with torch.inference_mode():
+        before = model.model(input_ids=ids).last_hidden_state
+    n_params = sum(p.numel() for p in model.parameters())
+    lean = LeanForward(model.model)
+    attn, mlp = model.model.layers[0].self_attn, model.model.layers[0].mlp
+    fused = lean._layers[0]
+    assert attn.q_proj.weight.untyped_storage().data_ptr() == (
+        fused.qkv_weight.untyped_storage().data_ptr()
+    )
+    assert attn.v_proj.weight.untyped_storage().data_ptr() == (
+        fused.qkv_weight.untyped_storage().data_ptr()
+    )
+    assert mlp.up_proj.weight.untyped_storage().data_ptr() == (
+        fused.gate_up_weight.untyped_storage().data_ptr()
+    )
+    assert sum(p.numel() for p in model.parameters()) == n_params
+    with torch.inference_mode():
+        after = model.model(input_ids=ids).last_hidden_state
+        lean_last = lean.last_hidden([[1, 20, 300, 4000, 5]], None, pad_id=0)
+        prefix = lean.prefix([1, 20])
+        lean_prefixed = lean.last_hidden([[300, 4000, 5], [300]], prefix, pad_id=0)
+        short = model.model(input_ids=ids[:, :3]).last_hidden_state
+    assert torch.equal(before, after)
+    assert torch.allclose(lean_last[0], before[0, -1], atol=1e-5)
+    assert torch.allclose(lean_prefixed[0], before[0, -1], atol=1e-5)
+    assert torch.allclose(lean_prefixed[1], short[0, -1], atol=1e-5)
+
+
+def test_unsupported_decoders_are_named(tiny_model_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), attn_implementation="sdpa")
+    decoder = model.model
+    assert lean_unsupported(decoder, "sdpa") is None
+    assert "flash_attention_2" in str(lean_unsupported(decoder, "flash_attention_2"))
+
+    class Wrapped(torch.nn.Module):  # e.g. a LoRA or quantised projection
+        def __init__(self, inner: torch.nn.Linear) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: Any) -> Any:
+            return self.inner(x)
+
+    decoder.layers[1].mlp.up_proj = Wrapped(decoder.layers[1].mlp.up_proj)
+    assert "layer 1" in str(lean_unsupported(decoder, "sdpa"))
+    decoder.layers[1].mlp.up_proj = decoder.layers[1].mlp.up_proj.inner
+    decoder.layers[0].self_attn.sliding_window = 16
+    assert "sliding-window" in str(lean_unsupported(decoder, "sdpa"))
