@@ -78,6 +78,12 @@ class Prefix:
     kv: list[tuple[Any, Any]]
 
 
+#: Query rows per attention call: causal attention in chunks skips the keys that
+#: no row of a chunk can see (the CPU kernel computes whole blocks of a few
+#: hundred keys). Measured in ``docs/benchmarks.md``.
+ATTENTION_CHUNK = 128
+
+
 @dataclass(frozen=True)
 class _Layer:
     """One decoder layer's modules and its fused weights."""
@@ -86,8 +92,35 @@ class _Layer:
     qkv_weight: Any
     qkv_bias: Any | None
     gate_up_weight: Any
+    qk_norm_weight: Any | None
+    """``(heads + kv_heads, head_dim)``: the query and key norms' weights, one row a head,
+    so both are normalised in one pass (``None`` when their epsilons differ)."""
     split: tuple[int, int, int]
     """Output sizes of the query, key and value projections."""
+
+
+@dataclass(frozen=True)
+class _Rope:
+    """Rotary embedding of some positions, ``(1 or batch, positions, 1, head_dim)``:
+    ``x * cos + swap_halves(x) * signed_sin`` rotates ``x``."""
+
+    cos: Any
+    signed_sin: Any
+
+    def at(self, index: Any) -> _Rope:
+        """The positions ``index`` (one a row): ``(rows, 1, 1, head_dim)``."""
+        return _Rope(self.cos[0, index][:, None], self.signed_sin[0, index][:, None])
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """Query rows ``[start, stop)``, which see the first ``keys`` keys through ``mask``
+    (``None``: plain causal attention, ``keys == stop``)."""
+
+    start: int
+    stop: int
+    keys: int
+    mask: Any | None
 
 
 def _fuse(modules: list[Any], torch: Any) -> tuple[Any, Any | None]:
@@ -129,46 +162,61 @@ class LeanForward:
         self._head_dim = int(
             getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         )
-        self._layers: list[_Layer] = []
-        for layer in decoder.layers:
-            attn, mlp = layer.self_attn, layer.mlp
-            qkv = [getattr(attn, n) for n in _FUSED]
-            qkv_weight, qkv_bias = _fuse(qkv, torch)
-            gate_up_weight, _ = _fuse([getattr(mlp, n) for n in _MLP_FUSED], torch)
-            split = (qkv[0].out_features, qkv[1].out_features, qkv[2].out_features)
-            self._layers.append(_Layer(layer, qkv_weight, qkv_bias, gate_up_weight, split))
+        self._silu = getattr(config, "hidden_act", None) in ("silu", "swish")
+        self._layers = [self._prepare(layer) for layer in decoder.layers]
+
+    def _prepare(self, layer: Any) -> _Layer:
+        torch = self._torch
+        attn, mlp = layer.self_attn, layer.mlp
+        qkv = [getattr(attn, n) for n in _FUSED]
+        qkv_weight, qkv_bias = _fuse(qkv, torch)
+        gate_up_weight, _ = _fuse([getattr(mlp, n) for n in _MLP_FUSED], torch)
+        qk_norm = None
+        if attn.q_norm.variance_epsilon == attn.k_norm.variance_epsilon:
+            qk_norm = torch.cat(
+                [
+                    attn.q_norm.weight.detach().expand(self._heads, -1),
+                    attn.k_norm.weight.detach().expand(self._kv_heads, -1),
+                ]
+            )
+        split = (qkv[0].out_features, qkv[1].out_features, qkv[2].out_features)
+        return _Layer(layer, qkv_weight, qkv_bias, gate_up_weight, qk_norm, split)
 
     # ------------------------------------------------------------------ steps
-    def _norm(self, x: Any, norm: Any) -> Any:
+    def _normalise(self, x: Any, weight: Any, eps: float) -> Any:
         """Qwen3 RMSNorm: normalised in float32, scaled in the input's dtype."""
-        y = self._f.rms_norm(x.float(), (x.shape[-1],), eps=norm.variance_epsilon)
-        return norm.weight * y.to(x.dtype)
+        y = self._f.rms_norm(x.float(), (x.shape[-1],), eps=eps)
+        return weight * y.to(x.dtype)
 
-    @staticmethod
-    def _rotate(x: Any, cos: Any, sin: Any, torch: Any) -> Any:
+    def _norm(self, x: Any, norm: Any) -> Any:
+        return self._normalise(x, norm.weight, norm.variance_epsilon)
+
+    def _rotate(self, x: Any, rope: _Rope) -> Any:
+        """``x`` (``(batch, positions, heads, head_dim)``) rotated by ``rope``."""
         half = x.shape[-1] // 2
-        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-        return x * cos + rotated * sin
+        swapped = self._torch.cat((x[..., half:], x[..., :half]), dim=-1)
+        return self._torch.addcmul(x * rope.cos, swapped, rope.signed_sin)
 
-    def _heads_of(self, x: Any, heads: int, norm: Any | None) -> Any:
-        """``(batch, length, heads * head_dim)`` as ``(batch, heads, length, head_dim)``,
-        RMS-normalised per head when ``norm`` is given."""
-        x = x.view(x.shape[0], x.shape[1], heads, self._head_dim)
-        if norm is not None:
-            x = self._norm(x, norm)
-        return x.transpose(1, 2)
+    def _split_heads(self, x: Any, heads: int) -> Any:
+        return x.view(x.shape[0], x.shape[1], heads, self._head_dim)
 
-    def _project_qkv(self, layer: _Layer, h: Any, queries: Any | None) -> tuple[Any, Any, Any]:
-        """Query, key and value of ``h``; the query of the rows ``queries`` of ``h``
-        only (one position per prompt) when given."""
-        nq = layer.split[0]
-        w, b = layer.qkv_weight, layer.qkv_bias
-        f = self._f
-        if queries is None:
-            q, k, v = f.linear(h, w, b).split(layer.split, dim=-1)
-            return q, k, v
-        k, v = self._project_kv(layer, h)
-        return f.linear(queries, w[:nq], None if b is None else b[:nq]), k, v
+    def _queries_keys(self, layer: _Layer, qk: Any, rope: _Rope) -> tuple[Any, Any]:
+        """Per-head normalised and rotated queries and keys of ``qk`` (the query and key
+        columns of the fused projection), each ``(batch, positions, heads, head_dim)``;
+        normalised and rotated in one pass where the two norms share their epsilon."""
+        attn = layer.module.self_attn
+        if layer.qk_norm_weight is None:
+            q, k = qk.split(layer.split[:2], dim=-1)
+            return self._norm_rotate(q, self._heads, attn.q_norm, rope), self._norm_rotate(
+                k, self._kv_heads, attn.k_norm, rope
+            )
+        both = self._split_heads(qk, self._heads + self._kv_heads)
+        both = self._normalise(both, layer.qk_norm_weight, attn.q_norm.variance_epsilon)
+        both = self._rotate(both, rope)
+        return both[:, :, : self._heads], both[:, :, self._heads :]
+
+    def _norm_rotate(self, x: Any, heads: int, norm: Any, rope: _Rope) -> Any:
+        return self._rotate(self._norm(self._split_heads(x, heads), norm), rope)
 
     def _project_kv(self, layer: _Layer, h: Any) -> tuple[Any, Any]:
         """Key and value of ``h`` (no query)."""
@@ -178,64 +226,96 @@ class LeanForward:
         return k, v
 
     def _mlp(self, layer: _Layer, x: Any) -> Any:
+        """``down(act(gate(x)) * up(x))``, the product computed in place in the gate's
+        columns of the fused output (fewer and smaller temporaries)."""
         mlp = layer.module.mlp
         gate, up = self._f.linear(x, layer.gate_up_weight).chunk(2, dim=-1)
-        return mlp.down_proj(mlp.act_fn(gate) * up)
+        active = self._f.silu(gate, inplace=True) if self._silu else mlp.act_fn(gate)
+        return mlp.down_proj(active.mul_(up))
+
+    def _attend(self, q: Any, keys: Any, values: Any, chunks: list[_Chunk], scale: float) -> Any:
+        """Attention of ``q`` (``(batch, heads, rows, head_dim)``) over ``keys`` and
+        ``values``, one SDPA call a chunk of query rows."""
+        outs = [
+            self._f.scaled_dot_product_attention(
+                q[:, :, c.start : c.stop],
+                keys[:, :, : c.keys],
+                values[:, :, : c.keys],
+                attn_mask=c.mask,
+                is_causal=c.mask is None,
+                scale=scale,
+                enable_gqa=self._heads != self._kv_heads,
+            )
+            for c in chunks
+        ]
+        return outs[0] if len(outs) == 1 else self._torch.cat(outs, dim=2)
 
     def _layer(
         self,
         layer: _Layer,
         x: Any,
-        rope: tuple[Any, Any],
+        rope: _Rope,
         past: tuple[Any, Any] | None,
-        mask: Any | None,
+        chunks: list[_Chunk],
         last: Any | None = None,
     ) -> tuple[Any, Any, Any]:
         """One decoder layer. Returns the new hidden states and this layer's keys and
-        values (of ``x``'s positions). With ``last`` (one position per row), only
-        those positions leave the layer: ``(batch, 1, hidden)``."""
+        values (``(batch, kv_heads, positions, head_dim)``). With ``last`` (one
+        position per row), only those positions leave the layer: ``(batch, 1, hidden)``."""
         torch, module = self._torch, layer.module
         attn = module.self_attn
         h = self._norm(x, module.input_layernorm)
-        cos, sin = rope
+        nq, nk, _ = layer.split
         if last is None:
-            q, k, v = self._project_qkv(layer, h, None)
-            q_cos, q_sin = cos, sin
+            qkv = self._f.linear(h, layer.qkv_weight, layer.qkv_bias)
+            q, k = self._queries_keys(layer, qkv[..., : nq + nk], rope)
+            v = qkv[..., nq + nk :]
         else:
             rows = torch.arange(x.shape[0], device=x.device)
             x = x[rows, last][:, None]
-            q, k, v = self._project_qkv(layer, h, h[rows, last][:, None])
-            q_cos, q_sin = cos[0, 0][last][:, None, None], sin[0, 0][last][:, None, None]
-        q = self._rotate(self._heads_of(q, self._heads, attn.q_norm), q_cos, q_sin, torch)
-        k = self._rotate(self._heads_of(k, self._kv_heads, attn.k_norm), cos, sin, torch)
-        v = self._heads_of(v, self._kv_heads, None)
+            b = layer.qkv_bias
+            q = self._f.linear(
+                h[rows, last][:, None], layer.qkv_weight[:nq], b if b is None else b[:nq]
+            )
+            k, v = self._project_kv(layer, h)
+            q = self._norm_rotate(q, self._heads, attn.q_norm, rope.at(last))
+            k = self._norm_rotate(k, self._kv_heads, attn.k_norm, rope)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
+        v = self._split_heads(v, self._kv_heads).transpose(1, 2)
         keys, values = k, v
         if past is not None:
             batch = x.shape[0]
             keys = torch.cat([past[0].expand(batch, -1, -1, -1), k], dim=2)
             values = torch.cat([past[1].expand(batch, -1, -1, -1), v], dim=2)
-        out = self._f.scaled_dot_product_attention(
-            q,
-            keys,
-            values,
-            attn_mask=mask,
-            is_causal=mask is None,
-            scale=attn.scaling,
-            enable_gqa=self._heads != self._kv_heads,
-        )
+        out = self._attend(q, keys, values, chunks, attn.scaling)
         out = out.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)
         x = x + attn.o_proj(out)
-        x = x + self._mlp(layer, self._norm(x, module.post_attention_layernorm))
+        x += self._mlp(layer, self._norm(x, module.post_attention_layernorm))
         return x, k, v
 
-    def _embed(self, ids: Any, start: int) -> tuple[Any, tuple[Any, Any]]:
-        """Embeddings of ``ids`` and the rotary (cos, sin) of positions ``start...``,
-        shaped to broadcast over heads."""
+    def _embed(self, ids: Any, start: int) -> tuple[Any, _Rope]:
+        """Embeddings of ``ids`` and the rotary embedding of positions ``start...``."""
         torch = self._torch
         x = self._decoder.embed_tokens(ids)
         positions = torch.arange(start, start + ids.shape[1], device=ids.device)[None]
         cos, sin = self._decoder.rotary_emb(x, positions)
-        return x, (cos[:, None], sin[:, None])
+        half = sin.shape[-1] // 2
+        signed_sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+        return x, _Rope(cos[:, :, None], signed_sin[:, :, None])
+
+    def _causal_chunks(self, rows: int, n_past: int, device: Any) -> list[_Chunk]:
+        """Chunks of :data:`ATTENTION_CHUNK` query rows for rows that follow ``n_past``
+        cached positions; row ``i`` sees keys ``0 .. n_past + i``."""
+        torch = self._torch
+        if rows <= ATTENTION_CHUNK and not n_past:
+            return [_Chunk(0, rows, rows, None)]
+        chunks = []
+        for start in range(0, rows, ATTENTION_CHUNK):
+            stop = min(rows, start + ATTENTION_CHUNK)
+            keys = torch.arange(n_past + stop, device=device)
+            own = torch.arange(n_past + start, n_past + stop, device=device)
+            chunks.append(_Chunk(start, stop, n_past + stop, keys[None] <= own[:, None]))
+        return chunks
 
     # ------------------------------------------------------------------ API
     def prefix(self, ids: list[int]) -> Prefix:
@@ -248,25 +328,26 @@ class LeanForward:
         device = self._decoder.embed_tokens.weight.device
         with torch.inference_mode():
             x, rope = self._embed(torch.tensor([ids], dtype=torch.long, device=device), 0)
+            chunks = self._causal_chunks(len(ids), 0, device)
             kv = []
-            for i, layer in enumerate(self._layers):
-                if i == len(self._layers) - 1:
-                    kv.append(self._last_kv(layer, x, rope))
-                else:
-                    x, k, v = self._layer(layer, x, rope, None, None)
-                    kv.append((k, v))
+            for layer in self._layers[:-1]:
+                x, k, v = self._layer(layer, x, rope, None, chunks)
+                kv.append((k, v))
+            kv.append(self._last_kv(self._layers[-1], x, rope))
         return Prefix(len(ids), kv)
 
-    def _last_kv(self, layer: _Layer, x: Any, rope: tuple[Any, Any]) -> tuple[Any, Any]:
+    def _last_kv(self, layer: _Layer, x: Any, rope: _Rope) -> tuple[Any, Any]:
+        """Keys and values alone of the last layer (its output is never read)."""
         attn = layer.module.self_attn
         k, v = self._project_kv(layer, self._norm(x, layer.module.input_layernorm))
-        k = self._rotate(self._heads_of(k, self._kv_heads, attn.k_norm), *rope, self._torch)
-        return k, self._heads_of(v, self._kv_heads, None)
+        k = self._norm_rotate(k, self._kv_heads, attn.k_norm, rope)
+        return k.transpose(1, 2), self._split_heads(v, self._kv_heads).transpose(1, 2)
 
     def last_hidden(self, rows: list[list[int]], prefix: Prefix | None, *, pad_id: int) -> Any:
         """Final-norm hidden state at the last token of each ``prefix + row``,
-        ``(len(rows), hidden)``. Rows are right-padded with ``pad_id``; without a
-        prefix each row is a whole prompt."""
+        ``(len(rows), hidden)``. Rows are right-padded with ``pad_id``, so padding
+        comes after every real token and causal attention never reads it; without
+        a prefix each row is a whole prompt."""
         torch = self._torch
         device = self._decoder.embed_tokens.weight.device
         width = max(len(r) for r in rows)
@@ -274,24 +355,17 @@ class LeanForward:
         for i, r in enumerate(rows):
             ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
         n_past = prefix.length if prefix is not None else 0
-        lengths = torch.tensor([len(r) for r in rows], device=device)
+        last = torch.tensor([len(r) - 1 for r in rows], device=device)
         with torch.inference_mode():
             x, rope = self._embed(ids.to(device), n_past)
-            mask = None  # plain causal attention without a prefix
-            if n_past:
-                mask = torch.ones((width, n_past + width), dtype=torch.bool, device=device)
-                mask[:, n_past:] = torch.ones(
-                    (width, width), dtype=torch.bool, device=device
-                ).tril()
-            last = lengths - 1
-            # The last layer's one query per row sees keys up to its own position.
-            last_mask = (
-                torch.arange(n_past + width, device=device)[None] <= (last + n_past)[:, None]
-            )
+            chunks = self._causal_chunks(width, n_past, device)
+            # The last layer's one query a row sees the keys up to its own position.
+            seen = torch.arange(n_past + width, device=device)[None] <= (last + n_past)[:, None]
+            last_chunks = [_Chunk(0, 1, n_past + width, seen[:, None, None])]
             for i, layer in enumerate(self._layers):
                 past = prefix.kv[i] if prefix is not None else None
                 if i < len(self._layers) - 1:
-                    x, _, _ = self._layer(layer, x, rope, past, mask)
+                    x, _, _ = self._layer(layer, x, rope, past, chunks)
                 else:
-                    x, _, _ = self._layer(layer, x, rope, past, last_mask[:, None, None], last)
+                    x, _, _ = self._layer(layer, x, rope, past, last_chunks, last)
             return self._norm(x[:, 0], self._decoder.norm)
