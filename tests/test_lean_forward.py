@@ -10,6 +10,7 @@ twice, and leave decoders it does not cover to the transformers forward.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -127,63 +128,82 @@ def test_other_attention_kernels_use_the_transformers_forward(
         _backend(tiny_model_dir, lean=True, attn_implementation="eager")
 
 
+class _Recorder:
+    """A projection that records the shape of each input."""
+
+    def __init__(self, inner: Any, shapes: list[tuple[int, ...]]) -> None:
+        self.inner, self.shapes = inner, shapes
+
+    def __call__(self, x: Any) -> Any:
+        self.shapes.append(tuple(x.shape))
+        return self.inner(x)
+
+
 def test_last_layer_mlp_and_query_run_on_one_position_per_prompt(tiny_model_dir: Path) -> None:
     backend = _backend(tiny_model_dir, lean=None)
-    decoder = backend._decoder
-    seen: dict[str, list[tuple[int, ...]]] = {"first": [], "last": [], "last_o": []}
-
-    def record(key: str) -> Any:
-        return lambda _module, args: seen[key].append(tuple(args[0].shape))
-
-    hooks = [
-        decoder.layers[0].mlp.down_proj.register_forward_pre_hook(record("first")),
-        decoder.layers[-1].mlp.down_proj.register_forward_pre_hook(record("last")),
-        decoder.layers[-1].self_attn.o_proj.register_forward_pre_hook(record("last_o")),
-    ]
-    try:
-        backend.score_groups([(SAMPLE_QUERY, list(SAMPLE_TEXTS[:4]))], DEFAULT_INSTRUCTION)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    # The prefix runs layer 0 in full and skips the last layer's MLP; the batch of
-    # four runs layer 0 on every position and the last layer on one per prompt.
+    lean = backend._lean
+    assert lean is not None
+    first, last = lean._layers[0], lean._layers[-1]
+    seen: dict[str, list[tuple[int, ...]]] = {"first": [], "last": [], "last_q": [], "last_o": []}
+    lean._layers[0] = dataclasses.replace(first, down=_Recorder(first.down, seen["first"]))
+    lean._layers[-1] = dataclasses.replace(
+        last,
+        down=_Recorder(last.down, seen["last"]),
+        q=_Recorder(last.q, seen["last_q"]),
+        o=_Recorder(last.o, seen["last_o"]),
+    )
+    backend.score_groups([(SAMPLE_QUERY, list(SAMPLE_TEXTS[:4]))], DEFAULT_INSTRUCTION)
+    # The prefix runs layer 0 in full and only the keys and values of the last layer;
+    # the batch of four runs layer 0 on every position and the last layer's query,
+    # output projection and MLP on one position a prompt.
     assert [s[0] for s in seen["first"]] == [1, 4]
     assert seen["first"][1][1] > 1
     assert seen["last"] == [(4, 1, 128)]
+    assert seen["last_q"] == [(4, 1, 64)]
     assert seen["last_o"] == [(4, 1, 4 * 64)]
 
 
-def test_fused_weights_are_views_and_modules_still_work(tiny_model_dir: Path) -> None:
+def _hidden(model: Any, ids: list[int]) -> Any:
+    with torch.inference_mode():
+        return model.model(input_ids=torch.tensor([ids])).last_hidden_state[0]
+
+
+@pytest.mark.parametrize("pack", [False, True])
+def test_lean_hidden_states_and_the_modules_weights(tiny_model_dir: Path, pack: bool) -> None:
     from transformers import AutoModelForCausalLM
 
+    from qwen3_rerank_core._backends._lean import onednn_available
+
+    if pack and not onednn_available(torch.float32):
+        pytest.skip("this torch has no oneDNN")
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), attn_implementation="sdpa")
-    ids = torch.tensor([[1, 20, 300, 4000, 5]])
-    with torch.inference_mode():
-        before = model.model(input_ids=ids).last_hidden_state
+    ids = [1, 20, 300, 4000, 5]
+    before, short = _hidden(model, ids), _hidden(model, ids[:3])
     n_params = sum(p.numel() for p in model.parameters())
-    lean = LeanForward(model.model)
-    attn, mlp = model.model.layers[0].self_attn, model.model.layers[0].mlp
-    fused = lean._layers[0]
-    assert attn.q_proj.weight.untyped_storage().data_ptr() == (
-        fused.qkv_weight.untyped_storage().data_ptr()
-    )
-    assert attn.v_proj.weight.untyped_storage().data_ptr() == (
-        fused.qkv_weight.untyped_storage().data_ptr()
-    )
-    assert mlp.up_proj.weight.untyped_storage().data_ptr() == (
-        fused.gate_up_weight.untyped_storage().data_ptr()
-    )
-    assert sum(p.numel() for p in model.parameters()) == n_params
+    lean = LeanForward(model.model, pack=pack)
+    assert lean.packed is pack
     with torch.inference_mode():
-        after = model.model(input_ids=ids).last_hidden_state
-        lean_last = lean.last_hidden([[1, 20, 300, 4000, 5]], None, pad_id=0)
-        prefix = lean.prefix([1, 20])
-        lean_prefixed = lean.last_hidden([[300, 4000, 5], [300]], prefix, pad_id=0)
-        short = model.model(input_ids=ids[:, :3]).last_hidden_state
-    assert torch.equal(before, after)
-    assert torch.allclose(lean_last[0], before[0, -1], atol=1e-5)
-    assert torch.allclose(lean_prefixed[0], before[0, -1], atol=1e-5)
-    assert torch.allclose(lean_prefixed[1], short[0, -1], atol=1e-5)
+        whole = lean.last_hidden([ids], None, pad_id=0)
+        prefixed = lean.last_hidden([ids[2:], ids[2:3]], lean.prefix(ids[:2]), pad_id=0)
+    assert torch.allclose(whole[0], before[-1], atol=1e-5)
+    assert torch.allclose(prefixed[0], before[-1], atol=1e-5)
+    assert torch.allclose(prefixed[1], short[-1], atol=1e-5)
+    attn, mlp = model.model.layers[0].self_attn, model.model.layers[0].mlp
+    if pack:
+        # The packed copies replace the projections' weights: nothing is held twice.
+        assert attn.q_proj.weight.numel() == 0 and mlp.down_proj.weight.numel() == 0
+        assert lean._layers[0].qkv is not None and lean._layers[0].qkv.packed
+        return
+    # Dense: the modules' weights are views of the fused matrices and still work.
+    fused = lean._layers[0]
+    assert fused.qkv is not None
+    storage = fused.qkv.weight.untyped_storage().data_ptr()
+    assert attn.q_proj.weight.untyped_storage().data_ptr() == storage
+    assert attn.v_proj.weight.untyped_storage().data_ptr() == storage
+    up_storage = mlp.up_proj.weight.untyped_storage().data_ptr()
+    assert up_storage == fused.gate_up.weight.untyped_storage().data_ptr()
+    assert sum(p.numel() for p in model.parameters()) == n_params
+    assert torch.equal(_hidden(model, ids), before)
 
 
 def test_unsupported_decoders_are_named(tiny_model_dir: Path) -> None:
