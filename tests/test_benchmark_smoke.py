@@ -205,3 +205,28 @@ def test_vllm_default_gives_each_run_a_fresh_query_and_checks_the_real_one(
         q.endswith(orig) for qs in seen[:3] for q, orig in zip(qs, ["q1", "q2"], strict=True)
     )
     assert seen[3] == ["q1", "q2"] and resets == [3]  # the checked run: cold, real queries
+
+
+def test_lean_kernels_script_prints_both_tables(capsys: pytest.CaptureFixture[str]) -> None:
+    from qwen3_rerank_core._backends._lean import onednn_available
+
+    torch = pytest.importorskip("torch")
+    if not onednn_available(torch.float32):
+        pytest.skip("this torch has no oneDNN")
+    spec = importlib.util.spec_from_file_location(
+        "lean_kernels", REPO / "benchmarks" / "lean_kernels.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--configs", "tiny", "--rows", "8", "--repeat", "1", "--smoke"]) == 0
+    out = capsys.readouterr().out
+    linear = [line for line in out.splitlines() if line.startswith("| tiny |")]
+    assert [line.split(" | ")[1].split(" ")[0] for line in linear] == [
+        "qkv",
+        "o",
+        "gate_up",
+        "down",
+    ]
+    attention = [line for line in out.splitlines() if line.startswith("| 2 x 4/2 | 70 | 5 |")]
+    assert len(attention) == 1 and attention[0].count("|") == 9

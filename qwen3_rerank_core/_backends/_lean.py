@@ -87,9 +87,9 @@ class Prefix:
     kv: list[tuple[Any, Any]]
 
 
-#: Query rows per attention call: causal attention in chunks skips the keys that
-#: no row of a chunk can see (the CPU kernel computes whole blocks of a few
-#: hundred keys). Measured in ``docs/benchmarks.md``.
+#: Query rows per attention call on CPU: causal attention in chunks skips the keys
+#: that no row of a chunk can see (the CPU kernel computes whole blocks of a few
+#: hundred keys). Measured in ``docs/benchmarks.md``. Other devices run one call.
 ATTENTION_CHUNK = 128
 
 
@@ -326,7 +326,7 @@ class LeanForward:
         """``down(act(gate(x)) * up(x))``, the product computed in place in the gate's
         columns of the fused output (fewer and smaller temporaries)."""
         gate, up = layer.gate_up(x).chunk(2, dim=-1)
-        active = self._f.silu(gate, inplace=True) if self._silu else layer.module.mlp.act_fn(gate)
+        active = self._f.silu(gate) if self._silu else layer.module.mlp.act_fn(gate)
         return layer.down(active.mul_(up))
 
     def _attend(self, q: Any, keys: Any, values: Any, chunks: list[_Chunk], scale: float) -> Any:
@@ -401,14 +401,16 @@ class LeanForward:
         return x, _Rope(cos[:, :, None], signed_sin[:, :, None])
 
     def _causal_chunks(self, rows: int, n_past: int, device: Any) -> list[_Chunk]:
-        """Chunks of :data:`ATTENTION_CHUNK` query rows for rows that follow ``n_past``
-        cached positions; row ``i`` sees keys ``0 .. n_past + i``."""
+        """Query rows that follow ``n_past`` cached positions, in chunks of
+        :data:`ATTENTION_CHUNK` rows on CPU (one chunk elsewhere); row ``i`` sees keys
+        ``0 .. n_past + i``."""
         torch = self._torch
-        if rows <= ATTENTION_CHUNK and not n_past:
+        size = ATTENTION_CHUNK if torch.device(device).type == "cpu" else rows
+        if rows <= size and not n_past:
             return [_Chunk(0, rows, rows, None)]
         chunks = []
-        for start in range(0, rows, ATTENTION_CHUNK):
-            stop = min(rows, start + ATTENTION_CHUNK)
+        for start in range(0, rows, size):
+            stop = min(rows, start + size)
             keys = torch.arange(n_past + stop, device=device)
             own = torch.arange(n_past + start, n_past + stop, device=device)
             chunks.append(_Chunk(start, stop, n_past + stop, keys[None] <= own[:, None]))

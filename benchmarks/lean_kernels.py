@@ -1,0 +1,154 @@
+"""The two kernel choices of the lean forward, measured alone on this CPU.
+
+1. **Linear layers**: ``torch.nn.functional.linear`` (the default BLAS) against oneDNN with
+   the weight packed once (``torch.ops.mkldnn._linear_pointwise``, what
+   ``qwen3_rerank_core._backends._lean`` runs on CPU), on the projections of each benchmark
+   shape at the row counts one batch has.
+2. **Causal attention with a cached prefix**: one SDPA call with the whole
+   ``(rows, prefix + rows)`` mask against calls over chunks of query rows that each see
+   only the keys up to their last row (``ATTENTION_CHUNK``).
+
+Each figure is the best of ``--repeat`` timings; both contenders of a line run back to back,
+so compare within a line. Example::
+
+    .venv/bin/python benchmarks/lean_kernels.py --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from checkpoints import full_config
+
+
+def best_seconds(fn: Callable[[], Any], repeat: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def linear_rows(configs: list[str], rows: list[int], repeat: int) -> list[str]:
+    import torch
+    import torch.nn.functional as F
+
+    lines = [
+        "| config | projection (in -> out) | rows | BLAS GFLOP/s | oneDNN packed GFLOP/s | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in configs:
+        cfg = full_config(name)
+        hidden, inner = int(cfg["hidden_size"]), int(cfg["intermediate_size"])
+        heads, kv, dim = (
+            int(cfg["num_attention_heads"]),
+            int(cfg["num_key_value_heads"]),
+            int(cfg["head_dim"]),
+        )
+        shapes = {
+            "qkv": (hidden, (heads + 2 * kv) * dim),
+            "o": (heads * dim, hidden),
+            "gate_up": (hidden, 2 * inner),
+            "down": (inner, hidden),
+        }
+        for proj, (k, n) in shapes.items():
+            w = torch.randn(n, k)
+            packed = torch.ops.mkldnn._reorder_linear_weight(w)
+            for m in rows:
+                x = torch.randn(m, k)
+                flops = 2 * m * k * n
+                blas = best_seconds(lambda x=x, w=w: F.linear(x, w), repeat)
+                dnnl = best_seconds(
+                    lambda x=x, p=packed: torch.ops.mkldnn._linear_pointwise(
+                        x, p, None, "none", [], ""
+                    ),
+                    repeat,
+                )
+                lines.append(
+                    f"| {name} | {proj} ({k} -> {n}) | {m} | {flops / blas / 1e9:.0f} | "
+                    f"{flops / dnnl / 1e9:.0f} | {blas / dnnl:.2f} |"
+                )
+    return lines
+
+
+def chunked_attention(q: Any, k: Any, v: Any, mask: Any, size: int) -> Any:
+    """Causal attention of ``q``'s rows (after ``k.shape[2] - rows`` cached keys), in
+    SDPA calls over ``size`` query rows that each see the keys up to their last row."""
+    import torch
+    import torch.nn.functional as F
+
+    rows = q.shape[2]
+    prefix = k.shape[2] - rows
+    outs = []
+    for start in range(0, rows, size):
+        stop = min(rows, start + size)
+        outs.append(
+            F.scaled_dot_product_attention(
+                q[:, :, start:stop],
+                k[:, :, : prefix + stop],
+                v[:, :, : prefix + stop],
+                attn_mask=mask[start:stop, : prefix + stop],
+                enable_gqa=True,
+            )
+        )
+    return torch.cat(outs, dim=2)
+
+
+def attention_rows(cases: list[tuple[int, int, int, int, int]], repeat: int) -> list[str]:
+    import torch
+
+    sizes = (64, 128, 256)
+    head = " | ".join(f"chunks of {s} (ms)" for s in sizes)
+    lines = [
+        f"| batch x heads/kv heads | rows | prefix | one call (ms) | {head} |",
+        "|---|---|---|---|" + "---|" * len(sizes),
+    ]
+    for batch, heads, kv, rows, prefix in cases:
+        q = torch.randn(batch, heads, rows, 64)
+        k = torch.randn(batch, kv, prefix + rows, 64)
+        v = torch.randn(batch, kv, prefix + rows, 64)
+        keys = torch.arange(prefix + rows)
+        mask = keys[None] <= (prefix + torch.arange(rows))[:, None]
+
+        def run(size: int, q: Any = q, k: Any = k, v: Any = v, mask: Any = mask) -> Any:
+            return chunked_attention(q, k, v, mask, size)
+
+        one = best_seconds(lambda r=rows: run(r), repeat)
+        cells = " | ".join(f"{best_seconds(lambda s=s: run(s), repeat) * 1e3:.1f}" for s in sizes)
+        lines.append(f"| {batch} x {heads}/{kv} | {rows} | {prefix} | {one * 1e3:.1f} | {cells} |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--configs", default="8x512,12x256,2x1024")
+    p.add_argument("--rows", default="300,2048", help="rows of one linear call")
+    p.add_argument("--repeat", type=int, default=10)
+    p.add_argument("--smoke", action="store_true", help="tiny attention cases (tests)")
+    args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} threads, float32\n")
+    rows = [int(r) for r in args.rows.split(",")]
+    print("\n".join(linear_rows(args.configs.split(","), rows, args.repeat)))
+    print()
+    cases = [(6, 8, 4, 340, 45), (12, 4, 2, 340, 45), (2, 8, 4, 1000, 45), (1, 8, 4, 4000, 45)]
+    if args.smoke:
+        cases = [(2, 4, 2, 70, 5)]
+    print("\n".join(attention_rows(cases, args.repeat)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
