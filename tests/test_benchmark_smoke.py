@@ -229,4 +229,6 @@ def test_lean_kernels_script_prints_both_tables(capsys: pytest.CaptureFixture[st
         "down",
     ]
     attention = [line for line in out.splitlines() if line.startswith("| 2 x 4/2 | 70 | 5 |")]
-    assert len(attention) == 1 and attention[0].count("|") == 9
+    assert len(attention) == 1
+    timings = [float(cell) for cell in attention[0].strip("| ").split(" | ")[3:]]
+    assert len(timings) == 4 and all(t > 0 for t in timings)  # one call, three chunk sizes
