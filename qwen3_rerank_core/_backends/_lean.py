@@ -40,6 +40,9 @@ Example (a tiny random checkpoint, as the tests build)::
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,6 +200,15 @@ def _share(modules: list[Any], weight: Any, bias: Any | None, torch: Any) -> Non
         start = stop
 
 
+def _trim_heap() -> None:
+    """Give freed heap pages back to the OS (glibc keeps them: without this, the released
+    weights of a 0.6B model stayed resident, ~2 GB). A no-op where there is no glibc."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (musl, ...)
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def _release(modules: list[Any], torch: Any) -> None:
     """Drop the modules' parameters (their packed copies replace them)."""
     for m in modules:
@@ -266,6 +278,8 @@ class LeanForward:
         down = linear(mlp.down_proj.weight.detach(), _detached(mlp.down_proj.bias))
         if self.packed:
             _release([*qkv_modules, attn.o_proj, *gate_up_modules, mlp.down_proj], torch)
+            del qkv_w, qkv_b, gate_up_w, gate_up_b
+            _trim_heap()
         else:
             _share(qkv_modules, qkv_w, qkv_b, torch)
             _share(gate_up_modules, gate_up_w, gate_up_b, torch)
