@@ -577,7 +577,6 @@ class TransformersBackend(Backend):
         self, prompts: list[list[int]], advance: Callable[[int], object]
     ) -> list[float]:
         """Scores of full prompts, in input order."""
-        scores = [0.0] * len(prompts)
         lengths = [len(p) for p in prompts]
         if self._packed:
             plan = plan_packs(
@@ -588,8 +587,20 @@ class TransformersBackend(Backend):
         else:
             plan = self._batches(lengths)
         score_batch = self._packed_last_logits if self._packed else self._last_logits
+        return self._scores_of(plan, prompts, score_batch, advance)
+
+    @staticmethod
+    def _scores_of(
+        plan: list[list[int]],
+        rows: list[list[int]],
+        score_batch: Callable[[list[list[int]]], list[tuple[float, float]]],
+        advance: Callable[[int], object],
+    ) -> list[float]:
+        """p(yes) of each of ``rows``, in their order: the batches of ``plan`` (lists of
+        row indices) scored by ``score_batch``."""
+        scores = [0.0] * len(rows)
         for batch in plan:
-            logits = score_batch([prompts[i] for i in batch])
+            logits = score_batch([rows[i] for i in batch])
             for i, (logit_no, logit_yes) in zip(batch, logits, strict=True):
                 scores[i] = p_yes(logit_no, logit_yes)
             advance(len(batch))
@@ -599,16 +610,9 @@ class TransformersBackend(Backend):
         self, shared: list[int], tails: list[list[int]], advance: Callable[[int], object]
     ) -> list[float]:
         """Scores of ``shared + tail`` for each tail, computing ``shared`` once."""
-        score_rows = self._prefixed(shared)
-        n_shared = len(shared)
-        scores = [0.0] * len(tails)
         # The budget counts the prefix too: each row attends over prefix + tail.
-        for batch in self._batches([n_shared + len(t) for t in tails]):
-            logits = score_rows([tails[i] for i in batch])
-            for i, (logit_no, logit_yes) in zip(batch, logits, strict=True):
-                scores[i] = p_yes(logit_no, logit_yes)
-            advance(len(batch))
-        return scores
+        plan = self._batches([len(shared) + len(t) for t in tails])
+        return self._scores_of(plan, tails, self._prefixed(shared), advance)
 
     def _prefixed(
         self, shared: list[int]
