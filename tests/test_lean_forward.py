@@ -114,7 +114,8 @@ def test_lean_is_the_default_on_sdpa(
     with caplog.at_level(logging.INFO, logger="qwen3_rerank_core"):
         backend = _backend(tiny_model_dir, lean=None)
     assert isinstance(backend._lean, LeanForward)
-    assert "lean forward" in caplog.text
+    weights = "oneDNN packed weights" if backend._lean.packed else "dense weights"
+    assert f"lean forward, {weights}" in caplog.text
 
 
 def test_other_attention_kernels_use_the_transformers_forward(

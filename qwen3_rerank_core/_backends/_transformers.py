@@ -373,12 +373,17 @@ class TransformersBackend(Backend):
             self.device,
             self.dtype,
             attn,
-            "packed rows"
-            if self._packed
-            else "lean forward"
-            if self._lean is not None
-            else "left-padded batches",
+            self._forward_name(),
         )
+
+    def _forward_name(self) -> str:
+        """How batches are run, for the load log."""
+        if self._packed:
+            return "packed rows"
+        if self._lean is None:
+            return "left-padded batches"
+        weights = "oneDNN packed weights" if self._lean.packed else "dense weights"
+        return f"lean forward, {weights}"
 
     def _lean_forward(self, attn: str, wanted: bool | None) -> LeanForward | None:
         """The lean forward where it is wanted and supports the model, else ``None``."""
