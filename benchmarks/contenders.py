@@ -284,7 +284,6 @@ class STContender(Contender):
     name = "st"
 
     def load(self) -> None:
-        import transformers
         from sentence_transformers import CrossEncoder
 
         src = Path(self.model_dir)
@@ -297,13 +296,12 @@ class STContender(Contender):
         (self.folder / "tokenizer_config.json").write_text(
             json.dumps(config, ensure_ascii=False), encoding="utf-8"
         )
-        dtype_kw = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
         self.batch_size = int(self.spec.get("st_batch_size") or 32)
         self.model = CrossEncoder(
             str(self.folder),
             device=self.device,
             max_length=int(self.spec["max_length"]),
-            model_kwargs={dtype_kw: _torch_dtype(self.dtype)},
+            model_kwargs={"dtype": _torch_dtype(self.dtype)},
         )
 
     def prepare(self, workload: Workload) -> None:

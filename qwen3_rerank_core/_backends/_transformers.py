@@ -432,8 +432,6 @@ class TransformersBackend(Backend):
         self, transformers: Any, model_id: str, flavour: Flavour, dtype: Any, attn: str
     ) -> Any:
         """The model of ``flavour``; refused when the load had to initialise any weight."""
-        major = int(transformers.__version__.split(".")[0])
-        dtype_kw = "dtype" if major >= 5 else "torch_dtype"
         auto = (
             transformers.AutoModelForCausalLM
             if flavour.kind == "causal-lm"
@@ -444,7 +442,7 @@ class TransformersBackend(Backend):
             local_files_only=self._config.local_files_only,
             attn_implementation=attn,
             output_loading_info=True,
-            **{dtype_kw: dtype},
+            dtype=dtype,  # ``torch_dtype`` is deprecated since transformers 4.56, our oldest
         )
         missing = set(info.get("missing_keys") or ())
         missing.update(str(k[0]) for k in info.get("mismatched_keys") or ())
