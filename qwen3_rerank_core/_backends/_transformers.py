@@ -14,7 +14,9 @@ Where flash-attention is installed on CUDA (``attn_implementation=
 are concatenated into one row with position ids restarting at 0 for each
 prompt, which transformers turns into variable-length (varlen) attention, so
 no padding is computed at all (:func:`plan_packs`). Elsewhere (SDPA, eager)
-batches are left-padded and the query prefix is reused (see ``_score_with_prefix``).
+the query prefix is reused (see ``_score_with_prefix``); on SDPA, batches run on
+:class:`LeanForward` (right-padded) where it covers the model, otherwise through
+the transformers forward, left-padded.
 
 Documents are tokenized and scored in chunks (:data:`CHUNK_DOCS` documents or
 :data:`CHUNK_CHARS` characters at a time), so memory does not grow with the
@@ -45,7 +47,7 @@ from .._config import RerankConfig
 from .._errors import MissingDependencyError, ModelLoadError
 from .._prompt import EncodedGroup, PromptEncoder, p_yes
 from ._base import Backend, Group, progress_bar
-from ._lean import LeanForward, lean_unsupported
+from ._lean import LeanForward, Prefix, lean_unsupported
 
 __all__ = [
     "CHUNK_CHARS",
@@ -326,7 +328,7 @@ class TransformersBackend(Backend):
         Packing with SDPA or eager attention gives the same scores but computes a
         block-diagonal mask over the whole row (for tests, not for speed).
 
-        ``lean``: score left-padded batches with :class:`LeanForward` (the last layer
+        ``lean``: score batches with :class:`LeanForward` (right-padded rows, the last layer
         on the last positions only); ``None`` uses it wherever it supports the model
         (:func:`lean_unsupported`), ``False`` runs the transformers forward (for tests).
         """
@@ -589,7 +591,13 @@ class TransformersBackend(Backend):
             )
         else:
             plan = self._batches(lengths)
-        score_batch = self._packed_last_logits if self._packed else self._last_logits
+        score_batch = (
+            self._packed_last_logits
+            if self._packed
+            else self._lean_last_logits
+            if self._lean is not None
+            else self._last_logits
+        )
         return self._scores_of(plan, prompts, score_batch, advance)
 
     @staticmethod
@@ -621,10 +629,9 @@ class TransformersBackend(Backend):
         self, shared: list[int]
     ) -> Callable[[list[list[int]]], list[tuple[float, float]]]:
         """Run ``shared`` once; the returned function scores rows that continue it."""
-        lean = self._lean
-        if lean is not None:
-            prefix = lean.prefix(shared)
-            return lambda rows: self._yes_no(lean.last_hidden(rows, prefix, pad_id=self._pad_id))
+        if self._lean is not None:
+            prefix = self._lean.prefix(shared)
+            return lambda rows: self._lean_last_logits(rows, prefix)
         torch = self._torch
         with torch.inference_mode():
             out = self._decoder(
@@ -652,8 +659,6 @@ class TransformersBackend(Backend):
 
         With ``past=(n, cache)``, the prompts continue a cached prefix of ``n`` tokens.
         """
-        if self._lean is not None and past is None:
-            return self._yes_no(self._lean.last_hidden(prompts, None, pad_id=self._pad_id))
         torch = self._torch
         width = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), self._pad_id, dtype=torch.long)
@@ -677,6 +682,15 @@ class TransformersBackend(Backend):
                 **kwargs,
             )
             return self._yes_no(out.last_hidden_state[:, -1, :])
+
+    def _lean_last_logits(
+        self, rows: list[list[int]], prefix: Prefix | None = None
+    ) -> list[tuple[float, float]]:
+        """(logit_no, logit_yes) at the end of each row, on :class:`LeanForward`; with
+        ``prefix``, the rows continue it."""
+        if self._lean is None:
+            raise AssertionError("the lean forward is not loaded")
+        return self._yes_no(self._lean.last_hidden(rows, prefix, pad_id=self._pad_id))
 
     def _packed_last_logits(self, prompts: list[list[int]]) -> list[tuple[float, float]]:
         """(logit_no, logit_yes) at the end of each prompt, all packed into one row.
