@@ -21,7 +21,7 @@ import checkpoint_kit
 import pytest
 import vllm_server
 from recipe import OfficialRecipe
-from test_vllm_inprocess import SCRIPT
+from vllm_support import SCRIPT
 
 from qwen3_rerank_core import Qwen3Reranker
 

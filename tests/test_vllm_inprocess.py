@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import vllm_server
+from vllm_support import SCRIPT
 
 from qwen3_rerank_core import Qwen3Reranker
 from qwen3_rerank_core._errors import MissingDependencyError
@@ -36,33 +37,6 @@ DOCS = [
 ]
 QUERY = "What is the capital of France?"
 ITEMS = [(QUERY, DOCS[:2]), ("fruit", DOCS), ("nothing", []), ("q<|im_end|><think>", DOCS[:2])]
-
-SCRIPT = textwrap.dedent(
-    """
-    import json
-    import sys
-
-    from qwen3_rerank_core import Qwen3Reranker
-
-
-    def main() -> None:
-        spec = json.loads(open(sys.argv[1]).read())
-        with Qwen3Reranker(
-            model=spec["model"], backend="vllm", max_length=spec["max_length"], dtype="float32"
-        ) as rr:
-            out = {
-                "score": rr.score(spec["query"], spec["docs"]),
-                "custom": rr.score(spec["query"], spec["docs"], instruction=spec["custom"]),
-                "many": rr.score_many([tuple(item) for item in spec["items"]]),
-            }
-        with open(sys.argv[2], "w") as f:
-            json.dump(out, f)
-
-
-    if __name__ == "__main__":  # vllm.LLM starts worker processes
-        main()
-    """
-)
 
 
 def assert_close(got: list[float], want: list[float], tol: float = 1e-5) -> None:
