@@ -297,13 +297,14 @@ def checkpoint_config(**config_overrides: Any) -> dict[str, Any]:
 
 
 def build_tiny_qwen3_checkpoint(
-    path: str | os.PathLike[str], *, seed: int = 0, **config_overrides: Any
+    path: str | os.PathLike[str], *, seed: int = 0, dtype: str = "float32", **config_overrides: Any
 ) -> Path:
     """Write a random ``Qwen3ForCausalLM`` checkpoint with its tokenizer into ``path``.
 
     The model is :data:`TINY_CONFIG` updated with ``config_overrides``,
-    initialised after ``torch.manual_seed(seed)`` and saved in float32
-    safetensors with ``save_pretrained``; the folder then looks like a real
+    initialised after ``torch.manual_seed(seed)`` and saved in ``dtype``
+    (``"float32"``, or ``"bfloat16"`` as the released checkpoints are) safetensors
+    with ``save_pretrained``; the folder then looks like a real
     checkpoint (``config.json``, ``model.safetensors``,
     ``generation_config.json``, tokenizer files). Returns ``path``.
 
@@ -322,7 +323,7 @@ def build_tiny_qwen3_checkpoint(
     config.architectures = ["Qwen3ForCausalLM"]
     torch.manual_seed(seed)
     model = Qwen3ForCausalLM(config)
-    model.to(torch.float32)  # type: ignore[arg-type]
+    model.to(getattr(torch, dtype))  # type: ignore[arg-type]
     model.eval()  # type: ignore[no-untyped-call]
     model.save_pretrained(str(out))
     build_qwen3_tokenizer(out)
@@ -372,10 +373,11 @@ def _preset(name_or_overrides: str | Mapping[str, Any]) -> tuple[str, dict[str, 
     return "custom", checkpoint_config(**dict(name_or_overrides))
 
 
-def _cache_key(config: Mapping[str, Any], seed: int) -> str:
-    payload = json.dumps(
-        {"format": FORMAT_VERSION, "seed": seed, "config": config}, sort_keys=True, default=str
-    )
+def _cache_key(config: Mapping[str, Any], seed: int, dtype: str = "float32") -> str:
+    fields: dict[str, Any] = {"format": FORMAT_VERSION, "seed": seed, "config": config}
+    if dtype != "float32":  # float32 folders keep the keys they had before dtype existed
+        fields["dtype"] = dtype
+    payload = json.dumps(fields, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -405,13 +407,15 @@ def _rename_into_place(tmp: Path, final: Path, key: str) -> None:
         logger.debug("another process built %s first", final)
 
 
-def _build_into_place(final: Path, key: str, seed: int, config: dict[str, Any]) -> None:
+def _build_into_place(
+    final: Path, key: str, seed: int, config: dict[str, Any], dtype: str = "float32"
+) -> None:
     """Build in a temporary sibling folder, then rename it to ``final`` (atomic)."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; a model folder may be read by other users
     try:
-        build_tiny_qwen3_checkpoint(tmp, seed=seed, **config)
+        build_tiny_qwen3_checkpoint(tmp, seed=seed, dtype=dtype, **config)
         _write_manifest(tmp, key, seed, config)
         _remove_stale(final, key)
         _rename_into_place(tmp, final, key)
@@ -425,8 +429,9 @@ def cached_checkpoint(
     *,
     seed: int = 0,
     cache_dir: str | os.PathLike[str] | None = None,
+    dtype: str = "float32",
 ) -> Path:
-    """A checkpoint folder built once and reused, keyed by its config and seed.
+    """A checkpoint folder built once and reused, keyed by its config, seed and dtype.
 
     ``name_or_overrides`` is a name from :data:`PRESETS` (``"tiny"``,
     ``"small"``) or a mapping of ``Qwen3Config`` overrides of
@@ -437,13 +442,16 @@ def cached_checkpoint(
     pytest-xdist workers) never see a half-written checkpoint.
     """
     label, config = _preset(name_or_overrides)
-    key = _cache_key(config, seed)
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"dtype must be 'float32', 'bfloat16' or 'float16', got {dtype!r}")
+    key = _cache_key(config, seed, dtype)
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    final = root / f"qwen3-{label}-{key[:16]}"
+    suffix = "" if dtype == "float32" else f"-{dtype}"
+    final = root / f"qwen3-{label}{suffix}-{key[:16]}"
     if _is_complete(final, key):
         logger.debug("reusing cached checkpoint %s", final)
         return final
-    _build_into_place(final, key, seed, config)
+    _build_into_place(final, key, seed, config, dtype)
     return final
 
 

@@ -160,7 +160,8 @@ def test_seq_cls_packed_rows_equal_the_recipe(pair: tuple[Path, Path, OfficialRe
 
 
 def test_bf16_conversion_loads_and_ranks_like_the_original() -> None:
-    """A conversion saved in bfloat16 (as many on the hub are) is loaded and scored in fp32."""
+    """A conversion saved in bfloat16 (as many on the hub are) is loaded and scored in fp32
+    with dtype="float32" (the default follows the precision policy: test_precision.py)."""
     causal = checkpoint_kit.good("causal-lm", False, FIXTURE_CACHE)
     from qwen3_rerank_core.testing import cached_seq_cls_checkpoint
 
@@ -169,7 +170,9 @@ def test_bf16_conversion_loads_and_ranks_like_the_original() -> None:
     )
     assert json.loads((bf16 / "config.json").read_text())["dtype"] == "bfloat16"
     want = OfficialRecipe(causal, max_length=MAX_LENGTH).score(QUERY, DOCS)
-    with Qwen3Reranker(model=str(bf16), max_length=MAX_LENGTH, device="cpu") as rr:
+    with Qwen3Reranker(
+        model=str(bf16), max_length=MAX_LENGTH, device="cpu", dtype="float32"
+    ) as rr:
         got = rr.score(QUERY, DOCS)
         assert str(rr._backend.dtype) == "torch.float32"  # type: ignore[union-attr]
     # bf16 weights keep ~3 significant digits: close, not equal.

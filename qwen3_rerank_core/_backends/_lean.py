@@ -295,9 +295,17 @@ class LeanForward:
 
     # ------------------------------------------------------------------ steps
     def _normalise(self, x: Any, weight: Any, eps: float) -> Any:
-        """Qwen3 RMSNorm: normalised in float32, scaled in the input's dtype."""
+        """Qwen3 RMSNorm: normalised in float32, scaled in the weights' dtype (the input of
+        the next projection)."""
         y = self._f.rms_norm(x.float(), (x.shape[-1],), eps=eps)
-        return weight * y.to(x.dtype)
+        return weight * y.to(weight.dtype)
+
+    def _final_norm(self, x: Any) -> Any:
+        """The decoder's final norm, kept in float32: the score is computed from a float32
+        hidden state whatever the weights' dtype."""
+        norm = self._decoder.norm
+        y = self._f.rms_norm(x.float(), (x.shape[-1],), eps=norm.variance_epsilon)
+        return norm.weight.float() * y
 
     def _norm(self, x: Any, norm: Any) -> Any:
         return self._normalise(x, norm.weight, norm.variance_epsilon)
@@ -407,9 +415,11 @@ class LeanForward:
     def _embed(self, ids: Any, start: int) -> tuple[Any, _Rope]:
         """Embeddings of ``ids`` and the rotary embedding of positions ``start...``."""
         torch = self._torch
-        x = self._decoder.embed_tokens(ids)
+        embedded = self._decoder.embed_tokens(ids)
         positions = torch.arange(start, start + ids.shape[1], device=ids.device)[None]
-        cos, sin = self._decoder.rotary_emb(x, positions)
+        # The rotary embedding in the projections' dtype, the residual stream in float32.
+        cos, sin = self._decoder.rotary_emb(embedded, positions)
+        x = embedded.float()
         half = sin.shape[-1] // 2
         signed_sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
         return x, _Rope(cos[:, :, None], signed_sin[:, :, None])
@@ -481,4 +491,4 @@ class LeanForward:
                     x, _, _ = self._layer(layer, x, rope, past, chunks)
                 else:
                     x, _, _ = self._layer(layer, x, rope, past, last_chunks, last)
-            return self._norm(x[:, 0], self._decoder.norm)
+            return self._final_norm(x[:, 0])

@@ -45,6 +45,7 @@ from .._checkpoint import (
 )
 from .._config import RerankConfig
 from .._errors import MissingDependencyError, ModelLoadError
+from .._precision import DtypeChoice, checkpoint_dtype, choose_dtype, hardware_of
 from .._prompt import EncodedGroup, PromptEncoder, p_yes
 from ._base import Backend, Group, progress_bar
 from ._lean import LeanForward, Prefix, lean_unsupported
@@ -267,13 +268,31 @@ def default_device(torch: Any) -> str:
     return "cpu"
 
 
-def default_dtype(torch: Any, device: Any) -> Any:
-    """The dtype ``dtype=None`` picks for ``device``: bfloat16 on CUDA where the GPU
-    supports it (float32 on older GPUs: float16 can overflow in Qwen3's activations),
-    float32 on MPS (bfloat16 support there depends on the macOS version) and on CPU."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
+def default_dtype(torch: Any, device: Any, saved: str | None = None) -> Any:
+    """The dtype ``dtype=None`` picks for ``device`` and a checkpoint saved in ``saved``:
+    the precision policy of :mod:`qwen3_rerank_core._precision` (bfloat16 on CUDA where
+    the GPU supports it; on CPU the checkpoint's bf16 where the CPU computes bf16
+    natively; float32 otherwise)."""
+    choice = choose_dtype(None, hardware_of(torch, device.type), saved=saved)
+    return getattr(torch, choice.name)
+
+
+def keep_final_norm_in_float32(decoder: Any) -> None:
+    """Make the decoder's final RMSNorm return float32 (normalised and scaled in float32),
+    so that in bf16/fp16 the score is computed from a float32 hidden state (Qwen3's own
+    norm casts back to the weights' dtype). Float32 models compute the same as before."""
+    norm = getattr(decoder, "norm", None)
+    eps = getattr(norm, "variance_epsilon", None)
+    if norm is None or eps is None:
+        return
+    import torch
+
+    def forward(hidden: Any) -> Any:
+        x = hidden.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+        return norm.weight.float() * x
+
+    norm.forward = forward
 
 
 @dataclass(frozen=True)
@@ -287,28 +306,31 @@ class ScoringHead:
     """
 
     weight: Any
-    """``(2, hidden)`` or ``(1, hidden)`` tensor."""
+    """``(2, hidden)`` or ``(1, hidden)`` float32 tensor."""
     bias: Any | None = None
-    """``(rows,)`` tensor or ``None``."""
+    """``(rows,)`` float32 tensor or ``None``."""
 
     @classmethod
     def from_model(cls, model: Any, flavour: Flavour, encoder: PromptEncoder) -> ScoringHead:
         """The head of a loaded model: its yes/no output rows, or its one-label score."""
         if flavour.kind == "seq-cls":
             layer = model.score
-            weight, bias = layer.weight.detach().clone(), getattr(layer, "bias", None)
-            return cls(weight, None if bias is None else bias.detach().clone())
+            weight, bias = layer.weight.detach().float(), getattr(layer, "bias", None)
+            return cls(weight.clone(), None if bias is None else bias.detach().float().clone())
         import torch
 
         layer = model.get_output_embeddings()
         rows = torch.tensor([encoder.no_id, encoder.yes_id], device=layer.weight.device)
-        weight = layer.weight.detach().index_select(0, rows).clone()
+        weight = layer.weight.detach().index_select(0, rows).float()
         bias = getattr(layer, "bias", None)
-        return cls(weight, None if bias is None else bias.detach().index_select(0, rows).clone())
+        if bias is not None:
+            bias = bias.detach().index_select(0, rows).float()
+        return cls(weight, bias)
 
     def pairs(self, hidden: Any) -> list[tuple[float, float]]:
-        """(logit_no, logit_yes) of each row of last-position hidden states."""
-        logits = hidden @ self.weight.T
+        """(logit_no, logit_yes) of each row of last-position hidden states, computed in
+        float32 whatever the model's dtype."""
+        logits = hidden.float() @ self.weight.T
         if self.bias is not None:
             logits = logits + self.bias
         values: list[list[float]] = logits.float().cpu().tolist()
@@ -319,6 +341,9 @@ class ScoringHead:
 
 class TransformersBackend(Backend):
     """Scores prompts in this process with either checkpoint flavour (see :class:`ScoringHead`)."""
+
+    dtype_choice: DtypeChoice
+    """The dtype the model runs in and why (the precision policy, :mod:`.._precision`)."""
 
     def __init__(
         self, config: RerankConfig, *, packed: bool | None = None, lean: bool | None = None
@@ -336,20 +361,15 @@ class TransformersBackend(Backend):
         self._torch = torch
         self._config = config
         self.device = torch.device(config.device or default_device(torch))
-        if config.dtype == "auto":
-            dtype: Any = "auto"
-        elif config.dtype is not None:
-            dtype = getattr(torch, config.dtype)
-        else:
-            dtype = default_dtype(torch, self.device)
         attn = config.attn_implementation or self._pick_attention()
 
         model_id = os.path.expanduser(config.model)
-        tokenizer, model, self.flavour = self._load(transformers, model_id, dtype, attn)
+        tokenizer, model, self.flavour = self._load(transformers, model_id, attn)
         model.eval()
         model.to(self.device)
         self._tokenizer = tokenizer
         self._decoder = _decoder_of(model)
+        keep_final_norm_in_float32(self._decoder)
         self._cache_arg = _cache_argument(self._decoder)
         self.encoder = PromptEncoder.from_hf_tokenizer(tokenizer, max_length=config.max_length)
         pad = tokenizer.pad_token_id
@@ -369,11 +389,12 @@ class TransformersBackend(Backend):
             self.device.type, model.config, dtype_bytes=self.dtype.itemsize
         )
         logger.info(
-            "loaded %s (%s) on %s (%s, attention=%s, %s)",
+            "loaded %s (%s) on %s (%s: %s; attention=%s, %s)",
             config.model,
             self.flavour.architecture,
             self.device,
-            self.dtype,
+            self.dtype_choice.name,
+            self.dtype_choice.reason,
             attn,
             self._forward_name(),
         )
@@ -408,9 +429,7 @@ class TransformersBackend(Backend):
             return "flash_attention_2"
         return "sdpa"
 
-    def _load(
-        self, transformers: Any, model_id: str, dtype: Any, attn: str
-    ) -> tuple[Any, Any, Flavour]:
+    def _load(self, transformers: Any, model_id: str, attn: str) -> tuple[Any, Any, Flavour]:
         """Config, tokenizer and weights, each checked before the next is read."""
         cfg = self._config
         if looks_like_path(model_id) and not os.path.isdir(model_id):
@@ -423,6 +442,12 @@ class TransformersBackend(Backend):
         with _load_errors(cfg.model):
             config = transformers.AutoConfig.from_pretrained(model_id, **hub)
             flavour = flavour_from_config(config.to_dict(), model=cfg.model)
+            self.dtype_choice = choose_dtype(
+                cfg.dtype,
+                hardware_of(self._torch, self.device.type),
+                saved=checkpoint_dtype(config.to_dict()),
+            )
+            dtype = getattr(self._torch, self.dtype_choice.name)
             tokenizer = transformers.AutoTokenizer.from_pretrained(
                 model_id, padding_side="left", **hub
             )
