@@ -2,11 +2,14 @@
 
 The adapters only translate between their framework's objects and
 :class:`~qwen3_rerank_core.Qwen3Reranker`; the checks and the settings logic
-live here, once, with the same error messages as the core's. Their engine
-settings are not written in the adapters either: :func:`engine_model` adds one
-pydantic field per :data:`ENGINE_FIELDS` name, whose type, default and
-description are :class:`~qwen3_rerank_core.RerankConfig`'s own, so a change to
-a setting reaches both adapters with no edit there.
+live here, once, with the same error messages as the core's. Their fields are
+declared here too, once, as typed class attributes of :class:`AdapterSettings`
+(which both adapters subclass), so that type checkers and IDEs see every
+setting: one field per :data:`ENGINE_FIELDS` name, with
+:class:`~qwen3_rerank_core.RerankConfig`'s type, default and description
+(``tests/test_typing_adapters.py`` keeps them equal, and fails when a
+RerankConfig setting is neither an adapter field nor listed in
+:data:`NOT_ADAPTER_FIELDS` with its reason).
 
 Example::
 
@@ -24,26 +27,23 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
-import operator
 import string
-import typing
 from collections.abc import Callable, Mapping, Sequence
-from typing import Annotated, Any, Generic, TypeVar, Union
+from typing import Annotated, Any, ClassVar, Generic, TypeVar, Union
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    ConfigDict,
     Field,
     PlainSerializer,
     PlainValidator,
-    PrivateAttr,
     SecretStr,
     field_validator,
     model_validator,
 )
-from pydantic import create_model as pydantic_create_model
+from pydantic.json_schema import SkipJsonSchema
 
 from ._backends import backend_spec
 from ._config import RerankConfig
@@ -56,34 +56,44 @@ logger = logging.getLogger("qwen3_rerank_core")
 
 __all__ = [
     "ENGINE_FIELDS",
+    "NOT_ADAPTER_FIELDS",
+    "AdapterSettings",
     "build_reranker",
     "check_instruction",
     "check_items",
     "check_optional_instruction",
     "check_query",
-    "engine_annotation",
     "engine_field",
-    "engine_model",
     "settings_with_reranker",
 ]
 
-#: Adapter fields that configure the engine; with ``reranker=`` they are read
-#: from that reranker's config instead.
-ENGINE_FIELDS: tuple[str, ...] = (
-    "model",
-    "backend",
-    "max_length",
-    "device",
-    "dtype",
-    "max_batch_tokens",
-    "max_batch_size",
-    "show_progress",
-    "base_url",
-    "api_key",
-)
-
+#: The RerankConfig settings that are *not* adapter fields, each with the reason.
+#: Every other setting is one (:data:`ENGINE_FIELDS`): a new RerankConfig setting
+#: needs a field on :class:`AdapterSettings` or an entry here, or the tests fail.
+NOT_ADAPTER_FIELDS: Mapping[str, str] = {
+    "instruction": "an adapter field of its own: the call option (None: the reranker's "
+    "default), not an engine setting, and never copied from reranker=",
+    **dict.fromkeys(
+        (
+            "reuse_prefix",
+            "local_files_only",
+            "attn_implementation",
+            "timeout",
+            "max_retries",
+            "max_docs_per_request",
+            "max_concurrency",
+            "prompt_format",
+        ),
+        "an advanced setting, rarely changed: set it in reranker_kwargs",
+    ),
+}
 
 _CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(RerankConfig)}
+
+#: Adapter fields that configure the engine: every RerankConfig setting not in
+#: :data:`NOT_ADAPTER_FIELDS`, in RerankConfig's order; with ``reranker=`` they
+#: are read from that reranker's config instead.
+ENGINE_FIELDS: tuple[str, ...] = tuple(n for n in _CONFIG_FIELDS if n not in NOT_ADAPTER_FIELDS)
 
 
 def _is_secret(name: str) -> bool:
@@ -96,161 +106,16 @@ def _registered_backend(name: str) -> str:
     return name
 
 
-def _as_adapter_type(hint: Any, *, secret: bool) -> Any:
-    """A config type as an adapter field: ``tuple[X, ...]`` -> ``list[X]``, a secret
-    ``str`` -> ``SecretStr`` (unions are translated member by member)."""
-    if hint is str and secret:
-        return SecretStr
-    if typing.get_origin(hint) is tuple:
-        return list[typing.get_args(hint)[0]]  # type: ignore[misc]
-    members = (
-        typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, type(int | None)) else ()
-    )
-    if members:
-        return functools.reduce(operator.or_, (_as_adapter_type(m, secret=secret) for m in members))
-    return hint
-
-
-def engine_annotation(name: str) -> Any:
-    """The adapter field type of the setting ``name``, derived from RerankConfig's."""
-    if name == "backend":  # a registered name: checked against the registry, not a Literal
-        return Annotated[str, AfterValidator(_registered_backend)]
-    hint = typing.get_type_hints(RerankConfig)[name]
-    return _as_adapter_type(hint, secret=_is_secret(name))
+def _as_secret(value: SecretStr | str | None) -> SecretStr | None:
+    return SecretStr(value) if isinstance(value, str) else value
 
 
 def engine_field(name: str) -> Any:
     """A pydantic ``Field`` with RerankConfig's default and description of ``name``
-    (a secret is excluded from serialization)."""
+    (a secret is excluded from serialization and from the repr)."""
     config_field = _CONFIG_FIELDS[name]
-    extra: dict[str, Any] = {"exclude": True} if _is_secret(name) else {}
+    extra: dict[str, Any] = {"exclude": True, "repr": False} if _is_secret(name) else {}
     return Field(default=config_field.default, description=config_field.metadata["doc"], **extra)
-
-
-def _adapter_reranker(self: Any) -> Qwen3Reranker:
-    """The engine; pass it as ``reranker=`` to share the loaded model."""
-    engine: Qwen3Reranker = self._reranker
-    return engine
-
-
-def _shared_fields(items: str) -> dict[str, Any]:
-    """The fields every adapter has: the engine settings and the call options."""
-    fields: dict[str, Any] = {n: (engine_annotation(n), engine_field(n)) for n in ENGINE_FIELDS}
-    fields["instruction"] = (
-        str | None,
-        Field(default=None, description="Task instruction; None uses the reranker's default."),
-    )
-    fields["top_n"] = (
-        int | None,
-        Field(
-            default=None, ge=1, description=f"How many {items} to return, best first; None: all."
-        ),
-    )
-    fields["min_score"] = (
-        float | None,
-        Field(
-            default=None,
-            ge=0.0,
-            le=1.0,
-            description=f"Drop {items} scoring below this; None: keep.",
-        ),
-    )
-    fields["reranker_kwargs"] = (
-        dict[str, Any],
-        Field(
-            default_factory=dict,
-            description="Other RerankConfig settings, e.g. local_files_only, timeout, max_retries.",
-        ),
-    )
-    fields.update(_fusion_fields(items))
-    return fields
-
-
-def _fusion_fields(items: str) -> dict[str, Any]:
-    """The hybrid-ranking fields (docs/hybrid.md): ``fusion`` and ``signals``."""
-    item = items.removesuffix("s")
-    return {
-        "fusion": (
-            FusionField,
-            Field(
-                default=None,
-                description=f"Hybrid ranking: a Fusion or its spec string; {items} are then "
-                "ordered by the fused score (docs/hybrid.md). None: by p(yes).",
-            ),
-        ),
-        "signals": (
-            SignalsField,
-            Field(
-                default_factory=dict,
-                description=f"Signal name -> a metadata key or a callable on the {item}, "
-                "giving its value; each name needs a weight in fusion.signals.",
-            ),
-        ),
-    }
-
-
-def _adapter_init(base: type[BaseModel]) -> Callable[..., None]:
-    """The adapters' constructor: ``reranker=`` an existing engine, or one built from the fields."""
-
-    def __init__(self: Any, *, reranker: Qwen3Reranker | None = None, **data: Any) -> None:
-        base.__init__(self, **settings_with_reranker(reranker, data))
-        self._reranker = (
-            reranker
-            if reranker is not None
-            else build_reranker(
-                {field: getattr(self, field) for field in ENGINE_FIELDS},
-                self.reranker_kwargs,
-                owner=type(self).__name__,
-            )
-        )
-
-    return __init__
-
-
-def engine_model(
-    base: type[BaseModel],
-    name: str,
-    *,
-    module: str,
-    items: str,
-    needs_fusion: tuple[str, ...] = (),
-) -> type[Any]:
-    """``base`` (a framework's pydantic class) with what every adapter has in common.
-
-    That is: one field per :data:`ENGINE_FIELDS` setting (type, default and
-    description from :class:`RerankConfig`), ``instruction``, ``top_n`` and
-    ``min_score`` (which apply to the ``items``: "documents", "nodes") and
-    ``reranker_kwargs``, a constructor taking ``reranker=`` (an existing
-    :class:`Qwen3Reranker`, else one is built from the fields) and the
-    ``reranker`` property. An adapter subclasses the result.
-
-    The hybrid-ranking fields ``fusion`` and ``signals`` are there too, checked
-    together (:func:`check_fusion_settings`) with the adapter's own fields named
-    in ``needs_fusion`` (options that mean nothing without ``fusion``).
-    """
-
-    def _check_fusion_settings(self: Any) -> Any:
-        extra = {field: getattr(self, field) for field in needs_fusion}
-        check_fusion_settings(self.fusion, self.signals, extra)
-        return self
-
-    return pydantic_create_model(
-        name,
-        __base__=base,
-        __module__=module,
-        __validators__={
-            "_check_instruction": field_validator("instruction")(check_optional_instruction),
-            "_check_fusion_settings": model_validator(mode="after")(  # type: ignore[dict-item]
-                _check_fusion_settings
-            ),
-        },
-        __namespace__={
-            "_reranker": PrivateAttr(),
-            "__init__": _adapter_init(base),
-            "reranker": property(_adapter_reranker),
-        },
-        **_shared_fields(items),
-    )
 
 
 def check_optional_instruction(instruction: object) -> str | None:
@@ -360,7 +225,7 @@ def _source_name(source: SignalSource) -> str:
 
 #: The ``fusion`` field of an adapter: a Fusion, a spec string or None; dumped as the spec.
 FusionField = Annotated[
-    Union[Fusion, None],  # noqa: UP007
+    Union[Fusion, str, None],  # noqa: UP007
     PlainValidator(check_fusion),
     PlainSerializer(lambda f: None if f is None else f.spec),
 ]
@@ -397,6 +262,112 @@ def check_fusion_settings(
             f"fusion weighs signals {sourceless} but signals= says nowhere where their "
             "values come from (a metadata key or a callable each)"
         )
+
+
+#: ``reranker``'s default: the adapter builds its engine from its settings.
+_BUILT_FROM_SETTINGS: Any = None
+
+
+class AdapterSettings(BaseModel):
+    """The fields and construction every adapter has in common; an adapter subclasses
+    it next to its framework's pydantic base (``class QwenRerank(AdapterSettings,
+    BaseNodePostprocessor)``).
+
+    The fields are typed class attributes, so type checkers and IDEs see them:
+    one per :data:`ENGINE_FIELDS` setting (type, default and description of
+    :class:`RerankConfig`'s; a ``tuple`` there is a ``list`` here, and ``api_key``
+    is kept as a ``SecretStr``), the call options ``instruction``, ``top_n`` and
+    ``min_score``, ``reranker_kwargs`` (the other RerankConfig settings), the
+    hybrid-ranking fields ``fusion`` and ``signals`` and ``reranker``: an existing
+    :class:`Qwen3Reranker` to share (engine settings are then refused, and the
+    engine fields show its config), else one is built from the fields.
+
+    An adapter names in :attr:`fusion_only_fields` its own options that mean
+    nothing without ``fusion`` (checked with it by :func:`check_fusion_settings`).
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    #: The adapter's own fields that need ``fusion``.
+    fusion_only_fields: ClassVar[tuple[str, ...]] = ()
+
+    reranker: Annotated[Qwen3Reranker, SkipJsonSchema()] = Field(
+        default=_BUILT_FROM_SETTINGS,
+        exclude=True,
+        repr=False,
+        description="An existing Qwen3Reranker to share (no engine settings then: they "
+        "show its config); None: one is built from the settings.",
+    )
+
+    # RerankConfig's settings (ENGINE_FIELDS): same names, types, defaults, descriptions
+    model: str = engine_field("model")
+    backend: Annotated[str, AfterValidator(_registered_backend)] = engine_field("backend")
+    max_length: int = engine_field("max_length")
+    device: str | None = engine_field("device")
+    dtype: str | None = engine_field("dtype")
+    max_batch_tokens: int | None = engine_field("max_batch_tokens")
+    max_batch_size: int = engine_field("max_batch_size")
+    show_progress: bool = engine_field("show_progress")
+    base_url: str | list[str] | None = engine_field("base_url")
+    api_key: Annotated[SecretStr | str | None, AfterValidator(_as_secret)] = engine_field(
+        "api_key"
+    )
+
+    # call options
+    instruction: str | None = Field(
+        default=None, description="Task instruction; None uses the reranker's default."
+    )
+    top_n: int | None = Field(
+        default=None, ge=1, description="How many to return, best first; None: all."
+    )
+    min_score: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Drop those scoring below this; None: keep."
+    )
+    reranker_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Other RerankConfig settings, e.g. local_files_only, timeout, max_retries.",
+    )
+
+    # hybrid ranking (docs/hybrid.md)
+    fusion: FusionField = Field(
+        default=None,
+        description="Hybrid ranking: a Fusion or its spec string; the results are then "
+        "ordered by the fused score (docs/hybrid.md). None: by p(yes).",
+    )
+    signals: SignalsField = Field(
+        default_factory=dict,
+        description="Signal name -> a metadata key or a callable on the node or document, "
+        "giving its value; each name needs a weight in fusion.signals.",
+    )
+
+    _check_instruction = field_validator("instruction")(check_optional_instruction)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _settings_from_reranker(cls, data: Any) -> Any:
+        """With ``reranker=``: no engine settings, and the engine fields show its config."""
+        if not isinstance(data, dict):
+            return data
+        reranker = data.get("reranker")
+        if reranker is None:
+            return {k: v for k, v in data.items() if k != "reranker"}
+        return settings_with_reranker(reranker, data)
+
+    @model_validator(mode="after")
+    def _check_fusion_settings(self) -> Any:
+        extra = {name: getattr(self, name) for name in self.fusion_only_fields}
+        check_fusion_settings(check_fusion(self.fusion), self.signals, extra)
+        return self
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Build the engine from the settings when no ``reranker=`` was given."""
+        super().model_post_init(context)
+        if self.reranker is None:
+            self.reranker = build_reranker(
+                {name: getattr(self, name) for name in ENGINE_FIELDS},
+                self.reranker_kwargs,
+                owner=type(self).__name__,
+            )
 
 
 def check_document_template(template: object, *, content: str) -> str | None:
@@ -549,12 +520,14 @@ class ItemReader(Generic[ItemT]):
 
     def fusion_options(
         self,
-        fusion: Fusion | None,
+        fusion: Fusion | str | None,
         sources: Mapping[str, SignalSource],
         items: Sequence[ItemT],
         scores: Sequence[float | None] | None,
     ) -> dict[str, Any]:
-        """The core's hybrid-ranking keywords for one call (``{}`` without fusion)."""
+        """The core's hybrid-ranking keywords for one call (``{}`` without fusion;
+        ``fusion`` is an adapter's field: a spec string is read as one)."""
+        fusion = check_fusion(fusion)
         if fusion is None:
             return {}
         return {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from copy import deepcopy
-from typing import Any
+from typing import Any, ClassVar
 
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
@@ -13,12 +13,12 @@ from typing_extensions import Self, TypedDict, Unpack
 
 from qwen3_rerank_core import RerankResult
 from qwen3_rerank_core.adapters import (
+    AdapterSettings,
     ItemReader,
     check_document_template,
     check_items,
     check_metadata_keys,
     check_query,
-    engine_model,
 )
 
 
@@ -30,26 +30,20 @@ class RerankOptions(TypedDict, total=False):
     instruction: str | None
 
 
-_Base = engine_model(
-    BaseDocumentCompressor,
-    "QwenRerankBase",
-    module=__name__,
-    items="documents",
-    needs_fusion=("first_stage_key",),
-)
 _DOCUMENTS: ItemReader[str | Document] = ItemReader(
     "documents", lambda d: d.metadata if isinstance(d, Document) else {}
 )
 
 
-class QwenRerank(_Base):  # type: ignore[valid-type,misc]
+class QwenRerank(AdapterSettings, BaseDocumentCompressor):
     """Reorder documents by Qwen3-Reranker relevance, best first.
 
     Each returned document is a copy (same ``id``, deep-copied metadata) with
     ``metadata["relevance_score"]`` = p(yes) in [0, 1]. Pass model settings, or
     ``reranker=`` an existing ``Qwen3Reranker`` (not both) to share one loaded model.
     The engine settings (``model``, ``backend``, ``max_length``, ``device``, ...)
-    are fields typed, defaulted and described as in ``RerankConfig``.
+    are fields declared with ``RerankConfig``'s types, defaults and descriptions
+    (``qwen3_rerank_core.adapters.AdapterSettings``), so type checkers see them.
 
     Hybrid ranking (docs/hybrid.md): with ``fusion=``, ``metadata["relevance_score"]``
     is the fused score (the order) and ``metadata["rerank_score"]`` is p(yes); the
@@ -74,6 +68,7 @@ class QwenRerank(_Base):  # type: ignore[valid-type,misc]
     )
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    fusion_only_fields: ClassVar[tuple[str, ...]] = ("first_stage_key",)
 
     _check_template = field_validator("document_template", mode="before")(
         lambda v: check_document_template(v, content="page_content")
@@ -98,14 +93,14 @@ class QwenRerank(_Base):  # type: ignore[valid-type,misc]
         ``relevance_score`` is the fused score and ``"rerank_score"`` p(yes).
         """
         texts, settings = self._call(documents, query, options)
-        return _dicts(self._reranker.rerank(query, texts, **settings)) if texts else []
+        return _dicts(self.reranker.rerank(query, texts, **settings)) if texts else []
 
     async def arerank(
         self, documents: Sequence[str | Document], query: str, **options: Unpack[RerankOptions]
     ) -> list[dict[str, Any]]:
         """Async :meth:`rerank`; never blocks the event loop."""
         texts, settings = self._call(documents, query, options)
-        return _dicts(await self._reranker.arerank(query, texts, **settings)) if texts else []
+        return _dicts(await self.reranker.arerank(query, texts, **settings)) if texts else []
 
     def compress_documents(
         self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None

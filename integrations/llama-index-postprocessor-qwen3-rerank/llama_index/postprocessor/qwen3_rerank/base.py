@@ -16,22 +16,22 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from qwen3_rerank_core import RerankResult
-from qwen3_rerank_core.adapters import ItemReader, check_items, check_query, engine_model
+from qwen3_rerank_core.adapters import AdapterSettings, ItemReader, check_items, check_query
 
 dispatcher = get_dispatcher(__name__)
 
 
-_Base = engine_model(BaseNodePostprocessor, "QwenRerankBase", module=__name__, items="nodes")
 _NODES: ItemReader[NodeWithScore] = ItemReader("nodes", lambda n: n.node.metadata)
 
 
-class QwenRerank(_Base):  # type: ignore[valid-type,misc]
+class QwenRerank(AdapterSettings, BaseNodePostprocessor):
     """Reorder nodes by Qwen3-Reranker relevance; each ``score`` becomes p(yes) in [0, 1].
 
     Pass model settings, or ``reranker=`` an existing ``Qwen3Reranker`` (not both) so
     several pipelines share one loaded model. The input nodes are never modified.
     The engine settings (``model``, ``backend``, ``max_length``, ``device``, ...)
-    are fields typed, defaulted and described as in ``RerankConfig``.
+    are fields declared with ``RerankConfig``'s types, defaults and descriptions
+    (``qwen3_rerank_core.adapters.AdapterSettings``), so type checkers see them.
 
     Hybrid ranking (docs/hybrid.md): with ``fusion=``, each ``score`` becomes the fused
     score, p(yes) goes to ``metadata["relevance_score"]``, the incoming scores are the
@@ -57,14 +57,14 @@ class QwenRerank(_Base):  # type: ignore[valid-type,misc]
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
         with self._observe(nodes, query_bundle) as call:
-            call.finish(self._reranker.rerank(call.query, call.texts, **call.options))
+            call.finish(self.reranker.rerank(call.query, call.texts, **call.options))
         return call.out
 
     async def _apostprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
         with self._observe(nodes, query_bundle) as call:
-            call.finish(await self._reranker.arerank(call.query, call.texts, **call.options))
+            call.finish(await self.reranker.arerank(call.query, call.texts, **call.options))
         return call.out
 
     def _options(self, nodes: list[NodeWithScore]) -> dict[str, Any]:
