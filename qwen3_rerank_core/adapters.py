@@ -309,9 +309,7 @@ class AdapterSettings(BaseModel):
     max_batch_size: int = engine_field("max_batch_size")
     show_progress: bool = engine_field("show_progress")
     base_url: str | list[str] | None = engine_field("base_url")
-    api_key: Annotated[SecretStr | str | None, AfterValidator(_as_secret)] = engine_field(
-        "api_key"
-    )
+    api_key: Annotated[SecretStr | str | None, AfterValidator(_as_secret)] = engine_field("api_key")
 
     # call options
     instruction: str | None = Field(
