@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import math
 import threading
@@ -10,7 +12,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from ._backends import Backend, Group, create_backend
+from ._backends import Backend, Group, backend_spec, create_backend
+from ._coalesce import Coalescer
 from ._config import RerankConfig
 from ._fusion import FusedScore, Fusion, FusionInputs, prepare_call, prepare_fusion_many
 from ._prompt import DEFAULT_INSTRUCTION
@@ -170,6 +173,7 @@ class Qwen3Reranker:
             )
         self._backend_options = dict(backend_options or {})
         self._backend: Backend | None = None
+        self._coalescer: Coalescer | None = None  # cross-call batching (local backends)
         self._lock = threading.Lock()
         self._closed = False
 
@@ -202,7 +206,14 @@ class Qwen3Reranker:
                     logger.info(
                         "loading %s on the %s backend", self._config.model, self._config.backend
                     )
-                    self._backend = create_backend(self._config, **self._backend_options)
+                    created = create_backend(self._config, **self._backend_options)
+                    if backend_spec(self._config.backend).coalesce:
+                        self._coalescer = Coalescer(
+                            functools.partial(
+                                created.score_groups, show_progress=self._config.show_progress
+                            )
+                        )
+                    self._backend = created
                 backend = self._backend
         return backend
 
@@ -210,7 +221,10 @@ class Qwen3Reranker:
         """Release the model or connections. Idempotent."""
         with self._lock:
             backend, self._backend = self._backend, None
+            coalescer, self._coalescer = self._coalescer, None
             self._closed = True
+        if coalescer is not None:
+            coalescer.close()
         if backend is not None:
             backend.close()
 
@@ -218,7 +232,10 @@ class Qwen3Reranker:
         """Async :meth:`close`."""
         with self._lock:
             backend, self._backend = self._backend, None
+            coalescer, self._coalescer = self._coalescer, None
             self._closed = True
+        if coalescer is not None:
+            await asyncio.to_thread(coalescer.close)  # waits for the running batch
         if backend is not None:
             await backend.aclose()
 
@@ -279,33 +296,37 @@ class Qwen3Reranker:
                     raise RuntimeError(f"backend returned an invalid score {s!r}")
         return scores
 
+    def _score_groups(self, groups: list[Group], instruction: str) -> list[list[float]]:
+        """The backend's scores of non-empty ``groups``; on a local backend, batched with
+        the concurrent calls (:class:`~._coalesce.Coalescer`)."""
+        backend = self._get_backend()
+        coalescer = self._coalescer
+        if coalescer is not None:
+            return coalescer.submit(groups, instruction)
+        return backend.score_groups(groups, instruction, show_progress=self._config.show_progress)
+
+    async def _ascore_groups(self, groups: list[Group], instruction: str) -> list[list[float]]:
+        """Async :meth:`_score_groups`; never blocks the event loop."""
+        backend = self._get_backend()
+        coalescer = self._coalescer
+        if coalescer is not None:
+            return await coalescer.asubmit(groups, instruction)
+        return await backend.ascore_groups(
+            groups, instruction, show_progress=self._config.show_progress
+        )
+
     def _run(self, groups: list[Group], instruction: str) -> list[list[float]]:
         todo = [g for g in groups if g[1]]
         if not todo:
             return [[] for _ in groups]
-        scores = iter(
-            self._check_scores(
-                todo,
-                self._get_backend().score_groups(
-                    todo, instruction, show_progress=self._config.show_progress
-                ),
-            )
-        )
+        scores = iter(self._check_scores(todo, self._score_groups(todo, instruction)))
         return [next(scores) if docs else [] for _, docs in groups]
 
     async def _arun(self, groups: list[Group], instruction: str) -> list[list[float]]:
         todo = [g for g in groups if g[1]]
         if not todo:
             return [[] for _ in groups]
-        backend = self._get_backend()
-        scores = iter(
-            self._check_scores(
-                todo,
-                await backend.ascore_groups(
-                    todo, instruction, show_progress=self._config.show_progress
-                ),
-            )
-        )
+        scores = iter(self._check_scores(todo, await self._ascore_groups(todo, instruction)))
         return [next(scores) if docs else [] for _, docs in groups]
 
     # -------------------------------------------------------------- scoring

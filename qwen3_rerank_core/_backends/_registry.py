@@ -47,6 +47,10 @@ class BackendSpec:
     value (shown in the error when it is unset). ``options`` names the
     ``backend_options`` it takes (``None``: any, checked by the factory itself);
     names starting with ``_`` are private test hooks and always pass through.
+    ``coalesce``: concurrent calls are merged into shared batches by one worker
+    (:mod:`qwen3_rerank_core._coalesce`); for backends that run a model in this
+    process one call at a time (transformers, vllm), not for servers that batch
+    themselves (remote). Off by default for registered backends.
     """
 
     name: str
@@ -55,6 +59,7 @@ class BackendSpec:
     requires: Mapping[str, object] = field(default_factory=dict)
     options: tuple[str, ...] | None = ()
     install: str | None = None
+    coalesce: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -120,6 +125,7 @@ _BUILTIN = (
         summary="local",
         options=("packed",),
         install='pip install "qwen3-rerank-core[transformers]"',
+        coalesce=True,
     ),
     BackendSpec(
         "vllm",
@@ -127,6 +133,7 @@ _BUILTIN = (
         summary="in-process",
         options=None,  # ``llm=`` and any ``vllm.LLM`` keyword argument
         install='pip install "qwen3-rerank-core[vllm]"',
+        coalesce=True,
     ),
     BackendSpec(
         "remote",
