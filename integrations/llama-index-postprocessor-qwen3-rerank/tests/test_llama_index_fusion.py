@@ -373,3 +373,50 @@ def test_fusion_settings_serialize(tiny_reranker: Qwen3Reranker) -> None:
     assert dumped["fusion"] == FLOW.spec
     assert dumped["signals"] == {"pop": "pop", "new": "<callable _is_new>"}
     assert '"fusion": "relevance=0.6' in rerank.to_json()
+
+
+# ------------------------------------------------- score keys stay out of node text
+ADDED_KEYS = ("retrieval_score", "relevance_score")  # in the order they are added
+
+
+@pytest.mark.parametrize("aquery", [False, True], ids=["query", "aquery"])
+async def test_score_keys_never_reach_the_llm_prompt(
+    index: VectorStoreIndex, tiny_reranker: Qwen3Reranker, aquery: bool
+) -> None:
+    """Through a real query engine: the prompt holds the reranked nodes' texts and their
+    own metadata, but none of the keys this package adds to the copies."""
+    rerank = QwenRerank(
+        reranker=tiny_reranker, fusion=FLOW.spec, signals={"pop": "pop", "new": _is_new}
+    )
+    rerank.keep_retrieval_score = True
+    # MockLLM answers with its prompt
+    engine = index.as_query_engine(similarity_top_k=3, node_postprocessors=[rerank], llm=MockLLM())
+    response = await engine.aquery(QUERY) if aquery else engine.query(QUERY)
+    prompt = str(response)
+    assert len(response.source_nodes) == 3
+    for node in response.source_nodes:
+        assert node.node.get_content() in prompt
+        assert set(ADDED_KEYS) <= set(node.node.metadata)  # kept on the node, for code
+    assert "pop: " in prompt and "new: " in prompt  # the documents' own metadata is shown
+    for key in ADDED_KEYS:
+        assert key not in prompt
+
+
+def test_added_keys_are_excluded_on_the_copies_only(tiny_reranker: Qwen3Reranker) -> None:
+    nodes = _nodes()
+    nodes[0].node.excluded_llm_metadata_keys = ["tags"]
+    before = copy.deepcopy([n.model_dump() for n in nodes])
+    rerank = QwenRerank(reranker=tiny_reranker, fusion=Fusion(), keep_retrieval_score=True)
+    out = rerank.postprocess_nodes(nodes, query_str=QUERY)
+    assert [n.model_dump() for n in nodes] == before
+    for node in out:
+        for mode in (MetadataMode.LLM, MetadataMode.EMBED):
+            text = node.node.get_content(metadata_mode=mode)
+            assert "pop: " in text and all(key not in text for key in ADDED_KEYS)
+        assert "relevance_score" in node.node.get_content(metadata_mode=MetadataMode.ALL)
+    first = next(n for n in out if n.node.node_id == "n0")
+    assert first.node.excluded_llm_metadata_keys == ["tags", *ADDED_KEYS]
+    assert first.node.excluded_embed_metadata_keys == list(ADDED_KEYS)
+    # without fusion or keep_retrieval_score nothing is added, so nothing is excluded
+    plain = QwenRerank(reranker=tiny_reranker).postprocess_nodes(nodes, query_str=QUERY)
+    assert all(n.node.excluded_embed_metadata_keys == [] for n in plain)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from copy import deepcopy
 from dataclasses import dataclass, field
@@ -13,7 +13,7 @@ from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
-from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
 
 from qwen3_rerank_core import RerankResult
 from qwen3_rerank_core.adapters import AdapterSettings, ItemReader, check_items, check_query
@@ -108,16 +108,20 @@ class QwenRerank(AdapterSettings, BaseNodePostprocessor):
         self, nodes: list[NodeWithScore], results: Sequence[RerankResult]
     ) -> list[NodeWithScore]:
         """New nodes (same ids, deep-copied metadata) carrying the rerank scores
-        (with fusion: the fused score, and p(yes) as metadata["relevance_score"])."""
+        (with fusion: the fused score, and p(yes) as metadata["relevance_score"]).
+
+        The metadata keys added here are excluded from the copies' LLM and embedding
+        text (``get_content(MetadataMode.LLM/EMBED)``), so scores never reach a prompt.
+        """
         out = []
         for result in results:
             source = nodes[result.index]
-            node = source.node.model_copy(update={"metadata": deepcopy(source.node.metadata)})
+            added: dict[str, Any] = {}
             if self.keep_retrieval_score:
-                node.metadata["retrieval_score"] = source.score
+                added["retrieval_score"] = source.score
             if result.fusion is not None:
-                node.metadata["relevance_score"] = result.score
-            out.append(NodeWithScore(node=node, score=result.fused_score))
+                added["relevance_score"] = result.score
+            out.append(NodeWithScore(node=_copy(source.node, added), score=result.fused_score))
         return out
 
 
@@ -150,3 +154,15 @@ def _valid_query_bundle(query_bundle: QueryBundle | None) -> QueryBundle:
         )
     check_query(query_bundle.query_str)
     return query_bundle
+
+
+def _copy(node: BaseNode, added: Mapping[str, Any]) -> BaseNode:
+    """A copy of ``node`` with deep-copied metadata plus ``added``, whose keys are
+    also excluded from its LLM and embedding text (the caller's node is untouched)."""
+    metadata = deepcopy(node.metadata)
+    metadata.update(added)
+    update: dict[str, Any] = {"metadata": metadata}
+    for excluded in ("excluded_llm_metadata_keys", "excluded_embed_metadata_keys"):
+        keys = list(getattr(node, excluded))
+        update[excluded] = keys + [k for k in added if k not in keys]
+    return node.model_copy(update=update)
