@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 
+from ._cache import CacheStore
 from ._config import DEFAULT_MODEL, RerankConfig
 from ._errors import (
     InvalidResponseError,
@@ -33,10 +34,12 @@ from ._errors import (
 from ._fusion import FusedScore, Fusion, boost, fuse, recency_decay
 from ._prompt import DEFAULT_INSTRUCTION
 from ._reranker import Qwen3Reranker, RerankResult
+from ._stats import RerankStats
 
 __all__ = [
     "DEFAULT_INSTRUCTION",
     "DEFAULT_MODEL",
+    "CacheStore",
     "FusedScore",
     "Fusion",
     "InvalidResponseError",
@@ -50,6 +53,7 @@ __all__ = [
     "RemoteTimeoutError",
     "RerankConfig",
     "RerankResult",
+    "RerankStats",
     "__version__",
     "boost",
     "fuse",

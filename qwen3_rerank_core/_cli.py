@@ -220,12 +220,24 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--local-files-only", action="store_true", help="never contact the model hub")
     g.add_argument(
+        "--cache",
+        default=None,
+        metavar="PATH",
+        help="score cache: a SQLite file (shared by runs and processes: a second run re-scores "
+        'nothing already scored) or "memory" (this run only); see docs/serving.md',
+    )
+    g.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="progress bar on stderr (default: when stderr is a terminal)",
     )
-    p.add_argument("-v", "--verbose", action="store_true", help="log more (on stderr)")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log more, and the reranker's statistics at the end (on stderr)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -415,6 +427,7 @@ def _reranker(args: argparse.Namespace) -> Qwen3Reranker:
         "device": args.device,
         "dtype": args.dtype,
         "max_batch_tokens": args.max_batch_tokens,
+        "cache": args.cache,
     }
     settings.update({k: v for k, v in optional.items() if v is not None})
     if backend == "transformers" and not settings["show_progress"]:
@@ -424,6 +437,12 @@ def _reranker(args: argparse.Namespace) -> Qwen3Reranker:
         except ImportError:
             pass  # the reranker names the missing extra when it loads
     return Qwen3Reranker(**settings)
+
+
+def _report_stats(args: argparse.Namespace, reranker: Qwen3Reranker) -> None:
+    """With ``--verbose``: the reranker's statistics (``reranker.stats()``) on stderr."""
+    if args.verbose:
+        sys.stderr.write(f"{PROG}: stats: {reranker.stats().summary()}\n")
 
 
 def _local_model(model: str, local_files_only: bool) -> dict[str, Any]:
@@ -538,6 +557,7 @@ def _cmd_rerank(args: argparse.Namespace) -> int:
             min_score=args.min_score,
             instruction=args.instruction,
         )
+        _report_stats(args, reranker)
     rows: list[dict[str, Any]] = []
     for rank, r in enumerate(results, start=1):
         row: dict[str, Any] = {"rank": rank, "index": r.index, "score": r.score, "text": r.document}
@@ -589,6 +609,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             save_runs=args.save_runs,
             fusions=fusions,
         )
+        _report_stats(args, reranker)
     if args.format == "json":
         sys.stdout.write(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) + "\n")
     else:

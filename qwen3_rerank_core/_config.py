@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 from urllib.parse import urlparse
 
 from ._backends._registry import backend_names, backend_spec
+from ._cache import CacheStore, is_cache_store
 
-__all__ = ["DEFAULT_MODEL", "DTYPES", "PROMPT_FORMATS", "BackendName", "RerankConfig"]
+__all__ = [
+    "DEFAULT_CACHE_SIZE",
+    "DEFAULT_MODEL",
+    "DTYPES",
+    "PROMPT_FORMATS",
+    "BackendName",
+    "CacheSetting",
+    "RerankConfig",
+    "check_cache",
+]
 
 DEFAULT_MODEL = "Qwen/Qwen3-Reranker-0.6B"
 PROMPT_FORMATS: tuple[str, ...] = ("client", "server")
@@ -22,6 +33,10 @@ DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
 #: ``"remote"``); the registry, not this type, decides which names are valid.
 BackendName: TypeAlias = str
 PromptFormat = Literal["client", "server"]
+#: ``RerankConfig.cache``: ``None`` (off), ``"memory"``, a SQLite file path or a store object.
+CacheSetting: TypeAlias = str | os.PathLike[str] | CacheStore | None
+#: Scores the ``"memory"`` cache keeps by default (about 30 MB).
+DEFAULT_CACHE_SIZE = 100_000
 
 
 def _doc(text: str) -> dict[str, str]:
@@ -54,6 +69,22 @@ def _check_optional_str(
     if not allow_blank and not value.strip():
         got = "" if secret else f", got {value!r}"
         raise ValueError(f"{name} must not be empty or whitespace{got}")
+
+
+def check_cache(cache: object) -> CacheSetting:
+    """``cache`` if it is a valid ``RerankConfig.cache``: ``None``, ``"memory"``, a
+    non-empty ``str`` or ``os.PathLike`` path, or a store with ``mget``/``mset``."""
+    if cache is None or is_cache_store(cache):
+        return cache  # type: ignore[return-value]
+    path = os.fspath(cache) if isinstance(cache, os.PathLike) else cache
+    if not isinstance(path, str):
+        raise TypeError(
+            'cache must be None, "memory", a file path or a store with mget/mset '
+            f"(a LangChain BaseStore[str, bytes]), got {type(cache).__name__}"
+        )
+    if not path.strip():
+        raise ValueError('cache must be "memory" or a file path, got an empty string')
+    return cache  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -166,6 +197,20 @@ class RerankConfig:
         ),
     )
 
+    # score cache (docs/serving.md)
+    cache: CacheSetting = field(
+        default=None,
+        metadata=_doc(
+            'Score cache: ``None`` (off), ``"memory"`` (an in-process LRU of '
+            "``cache_size`` scores), a SQLite file path shared by threads and processes, "
+            "or a store with ``mget``/``mset`` (LangChain ``BaseStore[str, bytes]``)."
+        ),
+    )
+    cache_size: int = field(
+        default=DEFAULT_CACHE_SIZE,
+        metadata=_doc('Most scores the ``"memory"`` cache keeps (least recently used go first).'),
+    )
+
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
             raise ValueError(f"model must be a non-empty str, got {self.model!r}")
@@ -195,6 +240,8 @@ class RerankConfig:
                 f"prompt_format must be one of {', '.join(map(repr, PROMPT_FORMATS))}; "
                 f"got {self.prompt_format!r}"
             )
+        check_cache(self.cache)
+        _check_int("cache_size", self.cache_size, 1)
         spec.check_config(self)
 
     def _check_base_url(self) -> None:
@@ -269,7 +316,9 @@ class RerankConfig:
 
     def replace(self, **changes: Any) -> RerankConfig:
         """A copy with some settings changed (validated like a new one)."""
-        return RerankConfig.from_dict({**dataclasses.asdict(self), **changes})
+        # Shallow: dataclasses.asdict would deep-copy a cache store object.
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return RerankConfig.from_dict({**values, **changes})
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(RerankConfig)}

@@ -7,16 +7,19 @@ import functools
 import logging
 import math
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from ._backends import Backend, Group, backend_spec, create_backend
+from ._cache import CacheLookup, model_identity, open_cache
 from ._coalesce import Coalescer
 from ._config import RerankConfig
 from ._fusion import FusedScore, Fusion, FusionInputs, prepare_call, prepare_fusion_many
 from ._prompt import DEFAULT_INSTRUCTION
+from ._stats import RerankStats, StatsRecorder, attach_counters
 from ._validation import (
     _preview,
     check_documents,
@@ -176,6 +179,9 @@ class Qwen3Reranker:
         self._coalescer: Coalescer | None = None  # cross-call batching (local backends)
         self._lock = threading.Lock()
         self._closed = False
+        self._stats = StatsRecorder()
+        # The score cache (docs/serving.md); its store opens on first use.
+        self._cache = open_cache(self._config, functools.partial(model_identity, self._config))
 
     # ------------------------------------------------------------------ state
     @property
@@ -207,6 +213,7 @@ class Qwen3Reranker:
                         "loading %s on the %s backend", self._config.model, self._config.backend
                     )
                     created = create_backend(self._config, **self._backend_options)
+                    attach_counters(created, self._stats.counters)
                     if backend_spec(self._config.backend).coalesce:
                         self._coalescer = Coalescer(
                             functools.partial(
@@ -225,6 +232,8 @@ class Qwen3Reranker:
             self._closed = True
         if coalescer is not None:
             coalescer.close()
+        if self._cache is not None:
+            self._cache.close()
         if backend is not None:
             backend.close()
 
@@ -236,6 +245,8 @@ class Qwen3Reranker:
             self._closed = True
         if coalescer is not None:
             await asyncio.to_thread(coalescer.close)  # waits for the running batch
+        if self._cache is not None:
+            self._cache.close()
         if backend is not None:
             await backend.aclose()
 
@@ -315,19 +326,69 @@ class Qwen3Reranker:
             groups, instruction, show_progress=self._config.show_progress
         )
 
+    # Around the backend: the score cache (look up first, score only the misses, store
+    # them) and the statistics (stats()).
     def _run(self, groups: list[Group], instruction: str) -> list[list[float]]:
+        started = time.perf_counter()
         todo = [g for g in groups if g[1]]
-        if not todo:
-            return [[] for _ in groups]
-        scores = iter(self._check_scores(todo, self._score_groups(todo, instruction)))
-        return [next(scores) if docs else [] for _, docs in groups]
+        lookup = self._lookup(todo, instruction)
+        misses = todo if lookup is None else lookup.missing(todo)
+        fresh: list[list[float]] = []
+        if misses:
+            t0 = time.perf_counter()
+            fresh = self._check_scores(misses, self._score_groups(misses, instruction))
+            self._stats.record_model(time.perf_counter() - t0)
+            if lookup is not None and self._cache is not None:
+                self._cache.put(lookup, fresh)
+        return self._finish(groups, lookup, fresh, started)
 
     async def _arun(self, groups: list[Group], instruction: str) -> list[list[float]]:
+        started = time.perf_counter()
         todo = [g for g in groups if g[1]]
-        if not todo:
-            return [[] for _ in groups]
-        scores = iter(self._check_scores(todo, await self._ascore_groups(todo, instruction)))
-        return [next(scores) if docs else [] for _, docs in groups]
+        lookup = None
+        if todo and self._cache is not None:  # store I/O off the event loop
+            lookup = await asyncio.to_thread(self._lookup, todo, instruction)
+        misses = todo if lookup is None else lookup.missing(todo)
+        fresh: list[list[float]] = []
+        if misses:
+            t0 = time.perf_counter()
+            fresh = self._check_scores(misses, await self._ascore_groups(misses, instruction))
+            self._stats.record_model(time.perf_counter() - t0)
+            if lookup is not None and self._cache is not None:
+                await asyncio.to_thread(self._cache.put, lookup, fresh)
+        return self._finish(groups, lookup, fresh, started)
+
+    def _lookup(self, todo: list[Group], instruction: str) -> CacheLookup | None:
+        """The cached scores of ``todo`` (``None`` without a cache or documents)."""
+        if self._cache is None or not todo:
+            return None
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed")
+        return self._cache.lookup(todo, instruction)
+
+    def _finish(
+        self,
+        groups: list[Group],
+        lookup: CacheLookup | None,
+        fresh: list[list[float]],
+        started: float,
+    ) -> list[list[float]]:
+        """Every group's scores (``[]`` for no documents), the call counted in stats()."""
+        scores = iter(fresh if lookup is None else lookup.fill(fresh))
+        out = [next(scores) if docs else [] for _, docs in groups]
+        self._stats.record_call(
+            documents=sum(len(docs) for _, docs in groups),
+            seconds=time.perf_counter() - started,
+            hits=0 if lookup is None else lookup.hits,
+            misses=0 if lookup is None else lookup.misses,
+        )
+        return out
+
+    def stats(self) -> RerankStats:
+        """A frozen snapshot of this reranker's statistics since it was built: calls,
+        documents, prompt tokens, truncated documents, forward passes, cache hits and
+        misses, seconds in the model, p50/p95 call latency (:class:`RerankStats`)."""
+        return self._stats.snapshot()
 
     # -------------------------------------------------------------- scoring
     def score(

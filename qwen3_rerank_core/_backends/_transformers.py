@@ -47,6 +47,7 @@ from .._config import RerankConfig
 from .._errors import MissingDependencyError, ModelLoadError
 from .._precision import DtypeChoice, checkpoint_dtype, choose_dtype, hardware_of
 from .._prompt import EncodedGroup, PromptEncoder, p_yes
+from .._stats import counters_of
 from ._base import Backend, Group, progress_bar
 from ._lean import LeanForward, Prefix, lean_unsupported
 
@@ -507,6 +508,10 @@ class TransformersBackend(Backend):
                     )
                     for gi, idx in chunk
                 ]
+                counters_of(self).add_prompts(
+                    [len(g.shared) + len(t) for g in encoded for t in g.tails],
+                    self.encoder.max_length,
+                )
                 scores = self._score_encoded(encoded, advance)
                 del encoded
                 for (gi, idx), values in zip(chunk, scores, strict=True):
@@ -616,6 +621,7 @@ class TransformersBackend(Backend):
             )
         else:
             plan = self._batches(lengths)
+        counters_of(self).add(forward_passes=len(plan))
         score_batch = (
             self._packed_last_logits
             if self._packed
@@ -648,6 +654,7 @@ class TransformersBackend(Backend):
         """Scores of ``shared + tail`` for each tail, computing ``shared`` once."""
         # The budget counts the prefix too: each row attends over prefix + tail.
         plan = self._batches([len(shared) + len(t) for t in tails])
+        counters_of(self).add(forward_passes=len(plan) + 1)  # the batches and the prefix run
         return self._scores_of(plan, tails, self._prefixed(shared), advance)
 
     def _prefixed(

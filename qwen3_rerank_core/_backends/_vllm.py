@@ -40,6 +40,7 @@ from .._checkpoint import (
 )
 from .._errors import MissingDependencyError, ModelLoadError
 from .._prompt import PromptEncoder
+from .._stats import counters_of
 from ._base import Backend, Group
 
 if TYPE_CHECKING:
@@ -194,15 +195,17 @@ class VLLMBackend(Backend):
             raise RuntimeError("this VLLMBackend is closed")
         prompts: list[Any] = []
         sizes: list[int] = []
+        lengths: list[int] = []
         for query, documents in groups:
             sizes.append(len(documents))
             if documents:
-                prompts.extend(
-                    self._tokens_prompt(prompt_token_ids=ids)
-                    for ids in self._encoder.encode_prompts(instruction, query, documents)
-                )
+                encoded = self._encoder.encode_prompts(instruction, query, documents)
+                lengths.extend(map(len, encoded))
+                prompts.extend(self._tokens_prompt(prompt_token_ids=ids) for ids in encoded)
+        counters_of(self).add_prompts(lengths, self._encoder.max_length)
         scores: list[float] = []
         if prompts:
+            counters_of(self).add(forward_passes=1)  # one LLM.classify call
             with self._lock:  # vllm.LLM is not thread-safe
                 outputs = self._llm.classify(
                     prompts, use_tqdm=show_progress or self.config.show_progress
