@@ -134,6 +134,45 @@ def flavour_from_config(config: Mapping[str, Any], *, model: str = "the model") 
     )
 
 
+def check_max_length(max_length: int, config: Mapping[str, Any], *, model: str) -> None:
+    """Refuse a ``max_length`` beyond the positions the checkpoint's config allows.
+
+    The limit is ``max_position_embeddings``; a RoPE scaling with a ``factor``
+    (YaRN, ...) multiplies its original length (``original_max_position_embeddings``,
+    else ``max_position_embeddings``), as vLLM does. A config without the key is
+    not checked. Raises :class:`~qwen3_rerank_core.ModelLoadError` naming both numbers.
+
+    Example::
+
+        >>> check_max_length(50000, {"max_position_embeddings": 40960}, model="m")
+        Traceback (most recent call last):
+        ...
+        qwen3_rerank_core._errors.ModelLoadError: max_length=50000 is more than 'm' can take: \
+its config has max_position_embeddings=40960. Pass max_length <= 40960 (longer documents \
+are cut at their end to fit).
+    """
+    positions = config.get("max_position_embeddings")
+    if not _is_int(positions) or positions <= 0:
+        return
+    limit, what = positions, f"max_position_embeddings={positions}"
+    rope = config.get("rope_scaling") or config.get("rope_parameters") or {}
+    factor = rope.get("factor") if isinstance(rope, Mapping) else None
+    if isinstance(factor, (int, float)) and not isinstance(factor, bool) and factor > 1:
+        original = rope.get("original_max_position_embeddings", positions)
+        if _is_int(original) and int(original * factor) > limit:
+            limit = int(original * factor)
+            what = f"{limit} positions ({original} with the RoPE scaling factor {factor:g})"
+    if max_length > limit:
+        raise ModelLoadError(
+            f"max_length={max_length} is more than {model!r} can take: its config has "
+            f"{what}. Pass max_length <= {limit} (longer documents are cut at their end to fit)."
+        )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def read_local_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
     """``config.json`` of a local checkpoint folder (``ModelLoadError`` if missing or bad)."""
     path = Path(folder) / "config.json"

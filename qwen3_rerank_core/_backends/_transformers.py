@@ -38,6 +38,7 @@ from typing import Any
 
 from .._checkpoint import (
     Flavour,
+    check_max_length,
     check_tokenizer,
     flavour_from_config,
     looks_like_path,
@@ -443,6 +444,7 @@ class TransformersBackend(Backend):
         with _load_errors(cfg.model):
             config = transformers.AutoConfig.from_pretrained(model_id, **hub)
             flavour = flavour_from_config(config.to_dict(), model=cfg.model)
+            check_max_length(cfg.max_length, config.to_dict(), model=cfg.model)
             self.dtype_choice = choose_dtype(
                 cfg.dtype,
                 hardware_of(self._torch, self.device.type),

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from .._checkpoint import (
     HF_OVERRIDES,
     Flavour,
+    check_max_length,
     check_tokenizer,
     checkpoint_weights,
     expected_weights,
@@ -140,6 +141,9 @@ class VLLMBackend(Backend):
         self._lock = threading.Lock()
         # A bad local checkpoint is refused before vLLM is even imported.
         flavour = local_flavour(config.model) if llm is None else None
+        if flavour is not None:  # a local folder: its config.json is at hand
+            local = read_local_config(os.path.expanduser(config.model))
+            check_max_length(config.max_length, local, model=config.model)
         vllm = _import_vllm()
         if llm is None:
             if flavour is None:
