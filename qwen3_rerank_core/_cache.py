@@ -13,7 +13,7 @@
   ``CacheBackedEmbeddings``.
 
 :class:`ScoreCache` puts keys and values on top of a store. A key is
-``"q3r1:" + sha256`` of everything that changes a score (:func:`model_identity`:
+``"q3r1-" + sha256`` of everything that changes a score (:func:`model_identity`:
 the model's identity, checkpoint flavour and dtype, or the server; then
 ``max_length``, the instruction, the query and the document) and never the api
 key; it is computed without loading the model. A value is the score as 8
@@ -69,8 +69,9 @@ __all__ = [
 
 logger = logging.getLogger("qwen3_rerank_core")
 
-#: The namespace of every key; the number changes whenever keys or values change meaning.
-KEY_PREFIX = "q3r1:"
+#: The namespace of every key (characters any store takes, LangChain's LocalFileStore too);
+#: the number changes whenever keys or values change meaning.
+KEY_PREFIX = "q3r1-"
 _VALUE = struct.Struct("<d")
 #: Files of a local checkpoint folder whose name, size and mtime enter its identity.
 _MODEL_FILE_SUFFIXES = (
@@ -388,7 +389,7 @@ class ScoreCache:
         logger.warning("score cache %s: " + message, self.name, *args)
 
     def _failed(self, what: str, exc: BaseException) -> None:
-        cause = f"{what}:{type(exc).__name__}:{exc}"
+        cause = f"{type(exc).__name__}:{exc}"  # a corrupt file fails reads and writes alike
         self._warn(
             cause,
             "%s failed (%s: %s); scoring goes on without the cache",

@@ -65,7 +65,7 @@ class RerankStats:
     counts too); 0 on the remote backend."""
     forward_passes: int = 0
     """Model runs: batches and shared-prefix runs (transformers), ``LLM.classify``
-    calls (vllm), scoring requests (remote)."""
+    calls (vllm); 0 on the remote backend (the server batches)."""
     cache_hits: int = 0
     """Documents whose score came from the cache (0 without ``cache``)."""
     cache_misses: int = 0
