@@ -27,7 +27,9 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
+import os
 import string
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Generic, TypeVar, Union
@@ -46,7 +48,7 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 
 from ._backends import backend_spec
-from ._config import RerankConfig
+from ._config import CacheSetting, RerankConfig
 from ._fusion import Fusion, _finite
 from ._reranker import Qwen3Reranker
 from ._validation import _preview, check_instruction, check_query, check_sequence
@@ -108,6 +110,22 @@ def _registered_backend(name: str) -> str:
 
 def _as_secret(value: SecretStr | str | None) -> SecretStr | None:
     return SecretStr(value) if isinstance(value, str) else value
+
+
+def _dump_cache(cache: CacheSetting) -> str | None:
+    """A cache setting as text: the path, or the store's type (a store is an object)."""
+    if cache is None or isinstance(cache, str):
+        return cache
+    if isinstance(cache, os.PathLike):
+        return os.fspath(cache)
+    return f"<{type(cache).__name__}>"
+
+
+#: The ``cache`` field: RerankConfig's type, checked by RerankConfig when the engine is
+#: built (a store is any object with ``mget``/``mset``); dumped as a path or a type name.
+CacheField = Annotated[
+    CacheSetting, PlainValidator(lambda cache: cache), PlainSerializer(_dump_cache)
+]
 
 
 def engine_field(name: str) -> Any:
@@ -310,6 +328,8 @@ class AdapterSettings(BaseModel):
     show_progress: bool = engine_field("show_progress")
     base_url: str | list[str] | None = engine_field("base_url")
     api_key: Annotated[SecretStr | str | None, AfterValidator(_as_secret)] = engine_field("api_key")
+    cache: CacheField = engine_field("cache")
+    cache_size: int = engine_field("cache_size")
 
     # call options
     instruction: str | None = Field(
@@ -339,6 +359,18 @@ class AdapterSettings(BaseModel):
     )
 
     _check_instruction = field_validator("instruction")(check_optional_instruction)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        """An adapter's docstring (``help()``) ends with its settings and their descriptions."""
+        super().__pydantic_init_subclass__(**kwargs)
+        if cls.__doc__ and "\nSettings:\n" not in cls.__doc__:
+            lines = [
+                f"    {name}: {info.description}"
+                for name, info in cls.model_fields.items()
+                if info.description
+            ]
+            cls.__doc__ = inspect.cleandoc(cls.__doc__) + "\n\nSettings:\n" + "\n".join(lines)
 
     @model_validator(mode="before")
     @classmethod
