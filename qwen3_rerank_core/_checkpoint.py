@@ -24,7 +24,7 @@ import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from ._errors import ModelLoadError
 from ._prompt import MARKERS, NO_TOKEN, PREFIX, SUFFIX, YES_TOKEN
@@ -169,7 +169,7 @@ are cut at their end to fit).
         )
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
