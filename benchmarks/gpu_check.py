@@ -66,6 +66,8 @@ from checkpoints import TOKENIZER_FILES, build_checkpoint, full_config, non_embe
 from workloads import WORKLOADS, Workload, make_workload  # noqa: E402
 
 logger = logging.getLogger("gpu_check")
+#: When this process started (the run's time limit counts from here, imports included).
+STARTED = time.monotonic()
 
 DEFAULT_ASSETS = REPO / ".gpu_assets"
 #: Modules the GPU machine does not have; ``run`` hides them here too, so that a dry run
@@ -81,16 +83,17 @@ SECTIONS = (
     "speed",
     "batch_budget",
     "concurrency",
-    "long_documents",
     "large_models",
+    "long_documents",
 )
-#: Share of the time limit each section may start new steps in (large_models: the rest).
+#: Share of the time limit each section may start new steps in (long_documents: the rest,
+#: once a probe of a few documents says the whole call fits).
 SECTION_SHARE = {
     "correctness": 0.12,
-    "speed": 0.30,
-    "batch_budget": 0.10,
-    "concurrency": 0.10,
-    "long_documents": 0.13,
+    "speed": 0.28,
+    "batch_budget": 0.08,
+    "concurrency": 0.08,
+    "large_models": 0.34,
 }
 
 
@@ -140,7 +143,7 @@ class Plan:
             speed_config="tiny",
             large=(("4b", "tiny"),),
             docs_scale=0.04,
-            length_scale=0.1,
+            length_scale=0.05,
             warmup=0,
             repeat=1,
             large_docs_scale=0.03,
@@ -166,8 +169,8 @@ class OutOfTime(Exception):
 class Guard:
     """Deadlines: one for the whole run, one per section."""
 
-    def __init__(self, limit: float) -> None:
-        self.start = time.monotonic()
+    def __init__(self, limit: float, start: float | None = None) -> None:
+        self.start = time.monotonic() if start is None else start
         self.end = self.start + limit
         self.section_end = self.end
 
@@ -349,7 +352,7 @@ class Context:
         self.assets = assets
         self.tokenizer_dir = assets / "tokenizer"
         self.work_dir = work_dir
-        self.guard = Guard(plan.time_limit)
+        self.guard = Guard(plan.time_limit, start=STARTED)
         self.report: dict[str, Any] = {"sections": {}}
         self.lock = threading.Lock()
         self.matmul_flops: float | None = None
@@ -429,8 +432,12 @@ def _base_spec(ctx: Context, model_dir: Path, workloads: Sequence[Workload]) -> 
 
 
 def _run_contender(spec: dict[str, Any]) -> dict[str, Any]:
+    import importlib.util
+
     from contenders import run_worker
 
+    if spec["contender"] == "st" and importlib.util.find_spec("sentence_transformers") is None:
+        return {"skipped": "sentence-transformers is not installed", "workloads": {}}
     start = time.perf_counter()
     try:
         out = run_worker(spec)
@@ -680,10 +687,11 @@ def _rows_of(
                 "dtype": out.get("dtype"),
             }
             rows.append(row)
-            if res is None or "error" in res or "skipped" in out:
-                row["status"] = "failed: " + str(
-                    (res or {}).get("error") or out.get("error") or out.get("skipped")
-                )
+            if "skipped" in out:
+                row["status"] = f"skipped: {out['skipped']}"
+                continue
+            if res is None or "error" in res:
+                row["status"] = "failed: " + str((res or {}).get("error") or out.get("error"))
                 continue
             best = res["best_s"]
             peak = res.get("peak_cuda", res.get("peak_rss", 0)) / 2**20
@@ -740,7 +748,7 @@ def section_speed(ctx: Context) -> dict[str, Any]:
         for res in results.values():
             for wres in res.get("workloads", {}).values():
                 wres.pop("scores", None)
-    failed = [r for r in out["rows"] if r["status"] != "ok"]
+    failed = [r for r in out["rows"] if r["status"].startswith("failed")]
     if failed:
         raise RuntimeError(
             "; ".join(f"{r['contender']}/{r['workload']}: {r['status']}" for r in failed)
@@ -909,6 +917,26 @@ def section_long_documents(ctx: Context) -> dict[str, Any]:
     with Qwen3Reranker(model=str(model_dir), device=plan.device, max_length=wl.max_length) as rr:
         backend: Any = rr._get_backend()
         cuda = plan.device.startswith("cuda")
+        # A probe of a few documents (also the warmup): its time says whether the whole
+        # call fits in what is left of the run, its peak that the peak does not grow with
+        # the number of documents.
+        probe = docs[: max(1, min(4, len(docs) // 10))]
+        _reset_peak(plan.device)
+        with ResourceSampler() as rss:
+            start = time.perf_counter()
+            rr.score(query, probe)
+            _sync(plan.device)
+            probe_s = time.perf_counter() - start
+        probe_peak = _peak_mib(plan.device) if cuda else rss.peak / 2**20
+        estimate = probe_s / len(probe) * len(docs)
+        logger.info(
+            "long documents: %d in %.1f s; %d estimated at %.0f s",
+            len(probe),
+            probe_s,
+            len(docs),
+            estimate,
+        )
+        ctx.guard.check(f"{len(docs)} long documents", need=0 if plan.dry_run else 1.2 * estimate)
         _reset_peak(plan.device)
         weights = torch.cuda.memory_allocated() / 2**20 if cuda else None
         with ResourceSampler() as rss:
@@ -928,6 +956,10 @@ def section_long_documents(ctx: Context) -> dict[str, Any]:
             "peak_mib": peak,
             "peak_kind": "cuda max_memory_allocated" if cuda else "process RSS (sampled)",
             "allocated_before_mib": weights,
+            "probe_documents": len(probe),
+            "probe_seconds": probe_s,
+            "probe_peak_mib": probe_peak,
+            "estimated_seconds": estimate,
             "completed": len(scores) == len(docs),
             "scores_in_0_1": all(0.0 <= s <= 1.0 for s in scores),
         }
@@ -942,14 +974,15 @@ def section_large_models(ctx: Context) -> dict[str, Any]:
     plan = ctx.plan
     models: dict[str, Any] = {}
     out: dict[str, Any] = {"models": models}
+    previous: float | None = None  # seconds the previous (smaller) model took
     for arch, config in plan.large:
         entry: dict[str, Any] = {"config": config}
         models[arch] = entry
+        arch_start = time.perf_counter()
         try:
-            # Building and loading twice: ~1 min for 8B on an H100 (16 GB of weights).
-            ctx.guard.check(
-                f"{arch} build", need=0 if plan.dry_run else (80 if arch == "8b" else 45)
-            )
+            # Build, then load twice: about twice the previous model's time for 8B (16 GB).
+            need = 2.0 * previous if previous else (80.0 if arch == "8b" else 45.0)
+            ctx.guard.check(f"{arch} build", need=0 if plan.dry_run else need)
             start = time.perf_counter()
             model_dir = ctx.checkpoint(config, "bfloat16")
             entry["build_s"] = time.perf_counter() - start
@@ -977,7 +1010,8 @@ def section_large_models(ctx: Context) -> dict[str, Any]:
             if "ours" in ok and "st" in ok:
                 entry["ours_vs_st"] = ok["ours"]["docs_per_s"] / ok["st"]["docs_per_s"]
                 entry["max_abs_diff_ours_vs_st"] = ok["ours"]["max_abs_diff_vs_st"]
-            entry["status"] = "ok" if len(ok) == len(rows) else "failed"
+            failed = [r for r in rows if r["status"].startswith("failed")]
+            entry["status"] = "failed" if failed else "ok"
         except OutOfTime as exc:
             entry["status"] = f"out of time: {exc}"
         except Exception as exc:
@@ -985,6 +1019,7 @@ def section_large_models(ctx: Context) -> dict[str, Any]:
             entry["status"] = "failed"
             entry["error"] = f"{type(exc).__name__}: {exc}"
         finally:
+            previous = entry["seconds"] = time.perf_counter() - arch_start
             _free()
             if config in ("4b", "8b"):  # 8 and 16 GB: do not keep them on the disk
                 for folder in ctx.work_dir.glob(f"qwen3-bench-{config}-*"):
@@ -1010,7 +1045,7 @@ SECTION_FUNCS: dict[str, Callable[[Context], dict[str, Any]]] = {
 
 def run_section(ctx: Context, name: str) -> None:
     ctx.guard.begin(SECTION_SHARE.get(name) if name != "environment" else None)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     entry: dict[str, Any] = {"status": "running"}
     ctx.report["sections"][name] = entry
     logger.info("=== %s (%.0f s left in the run)", name, ctx.guard.end - time.monotonic())
@@ -1030,6 +1065,7 @@ def run_section(ctx: Context, name: str) -> None:
         logger.exception("%s failed", name)
     finally:
         entry["seconds"] = time.perf_counter() - start
+        entry["cpu_seconds"] = time.process_time() - cpu_start
         with contextlib.suppress(Exception):
             _free()
         ctx.write()
@@ -1066,7 +1102,10 @@ def format_table(report: dict[str, Any]) -> str:
         if sec is None:
             lines.append(f"{name:<16}{'not run':<13}")
             continue
-        summary = _summary(name, sec) if sec.get("status") == "ok" else sec.get("error", "")
+        try:
+            summary = _summary(name, sec) if sec.get("status") == "ok" else sec.get("error", "")
+        except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+            summary = f"(no summary: {type(exc).__name__} {exc})"
         lines.append(
             f"{name:<16}{sec.get('status', '?'):<13}{_f(sec.get('seconds'), '.0f'):>6}  "
             + str(summary).splitlines()[0][:150]
@@ -1179,6 +1218,8 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     _setup_logging(out, args.quiet)
     hidden = _hide_absent_modules()
+    logging.captureWarnings(True)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -1192,7 +1233,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     import torch
+    import transformers
 
+    transformers.utils.logging.disable_progress_bar()
     if args.cpu_dry_run:
         plan = Plan.cpu_dry_run(args.time_limit or 600.0)
     else:
