@@ -81,10 +81,14 @@ class SharedBackend(Backend):
     def score_groups(
         self, groups: Sequence[Group], instruction: str, *, show_progress: bool = False
     ) -> list[list[float]]:
-        attach_counters(self.inner, counters_of(self))
         for _, docs in groups:
             self.seen.extend(docs)
-        return self.inner.score_groups(groups, instruction)
+        previous = counters_of(self.inner)
+        attach_counters(self.inner, counters_of(self))
+        try:
+            return self.inner.score_groups(groups, instruction)
+        finally:
+            attach_counters(self.inner, previous)
 
 
 @pytest.fixture

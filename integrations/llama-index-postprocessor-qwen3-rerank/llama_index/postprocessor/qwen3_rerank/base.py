@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from copy import deepcopy
@@ -19,6 +20,9 @@ from qwen3_rerank_core import RerankResult
 from qwen3_rerank_core.adapters import AdapterSettings, ItemReader, check_items, check_query
 
 dispatcher = get_dispatcher(__name__)
+logger = logging.getLogger(__name__)
+#: The ``ReRankEndEvent`` tag holding ``reranker.stats().as_dict()`` after the rerank.
+STATS_TAG = "qwen3_rerank_stats"
 
 
 _NODES: ItemReader[NodeWithScore] = ItemReader("nodes", lambda n: n.node.metadata)
@@ -102,7 +106,10 @@ class QwenRerank(AdapterSettings, BaseNodePostprocessor):
         with self.callback_manager.event(CBEventType.RERANKING, payload=payload) as event:
             yield call
             event.on_end(payload={EventPayload.NODES: call.out})
-        dispatcher.event(ReRankEndEvent(nodes=call.out))
+        # The reranker's statistics (cumulative, RerankStats) ride in the event's tags.
+        stats = self.reranker.stats()
+        logger.debug("qwen3-rerank stats: %s", stats.summary())
+        dispatcher.event(ReRankEndEvent(nodes=call.out, tags={STATS_TAG: stats.as_dict()}))
 
     def _wrap(
         self, nodes: list[NodeWithScore], results: Sequence[RerankResult]
