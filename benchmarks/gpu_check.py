@@ -122,6 +122,8 @@ class Plan:
     tuned_batch_tokens: int = 65536
     matmul_n: int = 8192
     time_limit: float = 460.0
+    #: Sentences of the long document of the correctness section (~13 tokens each).
+    long_sentences: int = 60
     #: Variants of ours run in bf16 in the correctness section (all of them in fp32).
     bf16_variants: tuple[str, ...] = (
         "prefix_reuse_on",
@@ -158,7 +160,8 @@ class Plan:
             tuned_batch_tokens=1024,
             matmul_n=256,
             time_limit=time_limit,
-            bf16_variants=("prefix_reuse_on", "packed"),
+            bf16_variants=("prefix_reuse_on",),
+            long_sentences=20,
         )
 
 
@@ -531,12 +534,21 @@ _TEXTS = [
     "The Eiffel Tower was completed in 1889 for the World's Fair.",
     "Photosynthesis converts light energy into chemical energy in plants.",
 ]
-_LONG = " ".join(f"Sentence {i}: the quick brown fox jumps over the lazy dog." for i in range(60))
-CORRECTNESS_GROUPS: list[tuple[str, list[str]]] = [
-    ("What is the capital of France?", [*_TEXTS, _LONG, _TEXTS[0]]),
-    ("Which fruit is rich in potassium?", [*reversed(_TEXTS), _LONG[:300]]),
-    ("one document", [_TEXTS[4]]),
-]
+
+
+def correctness_groups(long_sentences: int) -> list[tuple[str, list[str]]]:
+    """Three queries: short, empty, non-ASCII, duplicate and one long document (about 13
+    tokens a sentence), and a query with one document."""
+    long = " ".join(
+        f"Sentence {i}: the quick brown fox jumps over the lazy dog." for i in range(long_sentences)
+    )
+    return [
+        ("What is the capital of France?", [*_TEXTS, long, _TEXTS[0]]),
+        ("Which fruit is rich in potassium?", [*reversed(_TEXTS), long[:300]]),
+        ("one document", [_TEXTS[4]]),
+    ]
+
+
 #: Ours, as ``(name, how)``: facade settings, or a ``TransformersBackend`` keyword.
 VARIANTS = (
     "prefix_reuse_on",
@@ -547,7 +559,9 @@ VARIANTS = (
 )
 
 
-def _recipe_scores(model_dir: Path, device: str, dtype: str) -> list[list[float]]:
+def _recipe_scores(
+    model_dir: Path, device: str, dtype: str, groups: list[tuple[str, list[str]]]
+) -> list[list[float]]:
     import torch
     from contenders import _import_recipe
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -563,13 +577,15 @@ def _recipe_scores(model_dir: Path, device: str, dtype: str) -> list[list[float]
         # logits_to_keep=1: exact (the card reads the last position only; tests/recipe.py
         # checks both agree) and without 8 x 2k x 151,669 fp32 logits for the long group.
         recipe = recipe_mod.OfficialRecipe(model_dir, model=model, tokenizer=tokenizer)
-        return [recipe.score(q, docs) for q, docs in CORRECTNESS_GROUPS]
+        return [recipe.score(q, docs) for q, docs in groups]
     finally:
         del model
         _free()
 
 
-def _ours_variant(model_dir: Path, device: str, dtype: str, variant: str) -> dict[str, Any]:
+def _ours_variant(
+    model_dir: Path, device: str, dtype: str, variant: str, groups: list[tuple[str, list[str]]]
+) -> dict[str, Any]:
     from qwen3_rerank_core import Qwen3Reranker, RerankConfig
     from qwen3_rerank_core._backends._transformers import TransformersBackend
     from qwen3_rerank_core._prompt import DEFAULT_INSTRUCTION
@@ -582,7 +598,7 @@ def _ours_variant(model_dir: Path, device: str, dtype: str, variant: str) -> dic
         kwargs = {"packed": True} if variant == "packed" else {"lean": False}
         backend = TransformersBackend(RerankConfig(**settings), **kwargs)
         try:
-            scores = [backend.score_groups([g], DEFAULT_INSTRUCTION)[0] for g in CORRECTNESS_GROUPS]
+            scores = [backend.score_groups([g], DEFAULT_INSTRUCTION)[0] for g in groups]
             info = _backend_info(backend)
         finally:
             backend.close()
@@ -590,9 +606,9 @@ def _ours_variant(model_dir: Path, device: str, dtype: str, variant: str) -> dic
         return {"scores": scores, **info}
     with Qwen3Reranker(**settings) as rr:
         if variant == "score_many":
-            scores = rr.score_many(CORRECTNESS_GROUPS)
+            scores = rr.score_many(groups)
         else:
-            scores = [rr.score(q, docs) for q, docs in CORRECTNESS_GROUPS]
+            scores = [rr.score(q, docs) for q, docs in groups]
         info = _backend_info(rr._get_backend())
     _free()
     return {"scores": scores, **info}
@@ -612,19 +628,22 @@ def _backend_info(backend: Any) -> dict[str, Any]:
 def section_correctness(ctx: Context) -> dict[str, Any]:
     device = ctx.plan.device
     tiny = ctx.checkpoint("tiny", "float32")
+    groups = correctness_groups(ctx.plan.long_sentences)
     ctx.guard.check("recipe fp32")
-    ref32 = _recipe_scores(tiny, device, "float32")
+    ref32 = _recipe_scores(tiny, device, "float32", groups)
     out: dict[str, Any] = {
         "checkpoint": "tiny (float32-saved)",
-        "groups": [len(d) for _, d in CORRECTNESS_GROUPS],
+        "groups": [len(d) for _, d in groups],
         "tolerance_fp32": FP32_TOLERANCE,
         "recipe_fp32_scores": ref32,
     }
     if device.startswith("cuda"):
         # fp32 on the GPU against fp32 on the CPU: the GPU's own fp32 arithmetic.
-        out["recipe_fp32_cuda_vs_cpu"] = _max_diff(ref32, _recipe_scores(tiny, "cpu", "float32"))
+        out["recipe_fp32_cuda_vs_cpu"] = _max_diff(
+            ref32, _recipe_scores(tiny, "cpu", "float32", groups)
+        )
     ctx.guard.check("recipe bf16")
-    ref16 = _recipe_scores(tiny, device, "bfloat16")
+    ref16 = _recipe_scores(tiny, device, "bfloat16", groups)
     recipe_bf16_dev = _max_diff(ref16, ref32)
     out["recipe_bf16_vs_recipe_fp32"] = recipe_bf16_dev
     variants: dict[str, Any] = {}
@@ -632,7 +651,7 @@ def section_correctness(ctx: Context) -> dict[str, Any]:
     for dtype in ("float32", "bfloat16"):
         for variant in VARIANTS if dtype == "float32" else ctx.plan.bf16_variants:
             ctx.guard.check(f"{variant} {dtype}")
-            res = _ours_variant(tiny, device, dtype, variant)
+            res = _ours_variant(tiny, device, dtype, variant, groups)
             scores = res.pop("scores")
             dev = _max_diff(scores, ref32)
             row = {**res, "max_abs_diff_vs_recipe_fp32": dev}
