@@ -386,9 +386,11 @@ async def test_score_keys_never_reach_the_llm_prompt(
     """Through a real query engine: the prompt holds the reranked nodes' texts and their
     own metadata, but none of the keys this package adds to the copies."""
     rerank = QwenRerank(
-        reranker=tiny_reranker, fusion=FLOW.spec, signals={"pop": "pop", "new": _is_new}
+        reranker=tiny_reranker,
+        fusion=FLOW.spec,
+        signals={"pop": "pop", "new": _is_new},
+        keep_retrieval_score=True,
     )
-    rerank.keep_retrieval_score = True
     # MockLLM answers with its prompt
     engine = index.as_query_engine(similarity_top_k=3, node_postprocessors=[rerank], llm=MockLLM())
     response = await engine.aquery(QUERY) if aquery else engine.query(QUERY)
