@@ -360,7 +360,7 @@ class Context:
         self.lock = threading.Lock()
         self.matmul_flops: float | None = None
         self._tokenizer: Any = None
-        self._workloads: dict[tuple[str, int, float], Workload] = {}
+        self._workloads: dict[tuple[str, int, float, float], Workload] = {}
 
     @property
     def tokenizer(self) -> Any:
@@ -395,7 +395,7 @@ class Context:
         spec = WORKLOADS[name]
         if docs is not None:
             spec = dataclasses.replace(spec, docs_per_query=docs)
-        key = (name, spec.docs_per_query, docs_scale * 1000 + length_scale)
+        key = (name, spec.docs_per_query, docs_scale, length_scale)
         if key not in self._workloads:
             self._workloads[key] = make_workload(
                 spec, self.tokenizer, seed=0, docs_scale=docs_scale, length_scale=length_scale
@@ -549,7 +549,9 @@ def correctness_groups(long_sentences: int) -> list[tuple[str, list[str]]]:
     ]
 
 
-#: Ours, as ``(name, how)``: facade settings, or a ``TransformersBackend`` keyword.
+#: How ours is run in the correctness section: the facade (prefix reuse on or off, one
+#: ``score`` per query or one ``score_many``) or a ``TransformersBackend`` built with
+#: ``packed=True`` / ``lean=False``.
 VARIANTS = (
     "prefix_reuse_on",
     "prefix_reuse_off",
