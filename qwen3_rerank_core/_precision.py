@@ -178,6 +178,6 @@ def planned_dtype(
 
     device_type = torch.device(device or default_device(torch)).type
     saved = None
-    if requested is None and device_type == "cpu" or requested == "auto":
+    if (requested is None and device_type == "cpu") or requested == "auto":
         saved = checkpoint_dtype(_model_config(model, local_files_only=local_files_only))
     return choose_dtype(requested, hardware_of(torch, device_type), saved=saved)

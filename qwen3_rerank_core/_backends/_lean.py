@@ -297,15 +297,22 @@ class LeanForward:
     def _normalise(self, x: Any, weight: Any, eps: float) -> Any:
         """Qwen3 RMSNorm: normalised in float32, scaled in the weights' dtype (the input of
         the next projection)."""
-        y = self._f.rms_norm(x.float(), (x.shape[-1],), eps=eps)
-        return weight * y.to(weight.dtype)
+        y = self._scaled(x.float(), eps)
+        if weight.dtype == y.dtype:
+            return y.mul_(weight)
+        return y.mul_(weight.float()).to(weight.dtype)
+
+    def _scaled(self, x: Any, eps: float) -> Any:
+        """``x / rms(x)`` (float32 in, float32 out): Qwen3 RMSNorm without its weight, in
+        three passes over ``x`` (``F.rms_norm`` on CPU runs as five separate ops)."""
+        torch = self._torch
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
 
     def _final_norm(self, x: Any) -> Any:
         """The decoder's final norm, kept in float32: the score is computed from a float32
         hidden state whatever the weights' dtype."""
         norm = self._decoder.norm
-        y = self._f.rms_norm(x.float(), (x.shape[-1],), eps=norm.variance_epsilon)
-        return norm.weight.float() * y
+        return self._scaled(x.float(), norm.variance_epsilon).mul_(norm.weight.float())
 
     def _norm(self, x: Any, norm: Any) -> Any:
         return self._normalise(x, norm.weight, norm.variance_epsilon)
