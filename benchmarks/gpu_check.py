@@ -411,7 +411,7 @@ class Context:
         with self.lock:
             text = json.dumps(self.report, indent=1, default=str)
         path = self.out / "gpu_check.json"
-        tmp = path.with_suffix(".json.tmp")
+        tmp = path.with_name(f".gpu_check.{threading.get_ident()}.tmp")
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
 
@@ -1129,7 +1129,7 @@ def format_table(report: dict[str, Any]) -> str:
             summary = f"(no summary: {type(exc).__name__} {exc})"
         lines.append(
             f"{name:<16}{sec.get('status', '?'):<13}{_f(sec.get('seconds'), '.0f'):>6}  "
-            + str(summary).splitlines()[0][:150]
+            + (str(summary).splitlines() or [""])[0][:150]
         )
     rows = list(sections.get("speed", {}).get("rows", []))
     for arch, entry in sections.get("large_models", {}).get("models", {}).items():
@@ -1210,12 +1210,19 @@ def _watchdog(ctx: Context, hard_limit: float) -> None:
     def fire() -> None:
         time.sleep(max(0.0, ctx.guard.start + hard_limit - time.monotonic()))
         logger.error("watchdog: the run passed %.0f s; writing the results and exiting", hard_limit)
-        with contextlib.suppress(Exception):
-            ctx.report["watchdog"] = f"stopped after {hard_limit:.0f} s"
-            ctx.write()
+        ctx.report["watchdog"] = f"stopped after {hard_limit:.0f} s"
+        for _ in range(5):  # the main thread may be changing the report right now
+            try:
+                ctx.write()
+                break
+            except (RuntimeError, OSError):
+                time.sleep(0.2)
+        try:
             table = format_table(ctx.report)
             (ctx.out / "gpu_check.txt").write_text(table + "\n", encoding="utf-8")
             print(table, flush=True)
+        except Exception:
+            logger.exception("watchdog: no table")
         os._exit(3)
 
     threading.Thread(target=fire, daemon=True, name="gpu-check-watchdog").start()

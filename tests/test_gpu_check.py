@@ -212,3 +212,20 @@ def test_run_without_prepared_assets_says_what_to_do(tmp_path: Path) -> None:
     proc = _sh("--out", str(tmp_path / "out"), "--assets", str(tmp_path / "none"), "--cpu-dry-run")
     assert proc.returncode == 2
     assert "--prepare" in proc.stderr
+
+
+def test_the_time_limit_ends_the_run_with_results(assets: Path, tmp_path: Path) -> None:
+    """A run past its limit stops starting sections (time guards) or is ended by the
+    watchdog (exit status 3); either way the JSON and the table are written."""
+    out = tmp_path / "out"
+    proc = _sh(
+        *("--out", str(out), "--assets", str(assets), "--cpu-dry-run", "--quiet"),
+        *("--time-limit", "6", "--grace", "2"),
+        timeout=120,
+    )
+    assert proc.returncode in (0, 3), proc.stdout + proc.stderr[-4000:]
+    report = json.loads((out / "gpu_check.json").read_text(encoding="utf-8"))
+    statuses = {name: sec["status"] for name, sec in report["sections"].items()}
+    assert "failed" not in statuses.values(), statuses
+    assert "out_of_time" in statuses.values() or "watchdog" in report, statuses
+    assert "section" in proc.stdout  # the table
