@@ -109,6 +109,8 @@ def _registered_backend(name: str) -> str:
 
 
 def _as_secret(value: SecretStr | str | None) -> SecretStr | None:
+    """``api_key`` is typed ``SecretStr | str | None`` so that a plain ``str`` type-checks;
+    the value kept is a ``SecretStr`` (or None)."""
     return SecretStr(value) if isinstance(value, str) else value
 
 
@@ -242,6 +244,7 @@ def _source_name(source: SignalSource) -> str:
 
 
 #: The ``fusion`` field of an adapter: a Fusion, a spec string or None; dumped as the spec.
+#: ``str`` is in the type so that a spec string type-checks; the value is a Fusion or None.
 FusionField = Annotated[
     Union[Fusion, str, None],  # noqa: UP007
     PlainValidator(check_fusion),
