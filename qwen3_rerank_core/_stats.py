@@ -28,9 +28,9 @@ import contextlib
 import math
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "LATENCY_WINDOW",
@@ -38,8 +38,11 @@ __all__ = [
     "RerankStats",
     "StatsRecorder",
     "attach_counters",
+    "count_requests",
     "counters_of",
 ]
+
+R = TypeVar("R")
 
 #: How many of the latest call latencies the percentiles are computed over.
 LATENCY_WINDOW = 1000
@@ -65,7 +68,7 @@ class RerankStats:
     counts too); 0 on the remote backend."""
     forward_passes: int = 0
     """Model runs: batches and shared-prefix runs (transformers), ``LLM.classify``
-    calls (vllm); 0 on the remote backend (the server batches)."""
+    calls (vllm), scoring requests (remote; the server may batch them further)."""
     cache_hits: int = 0
     """Documents whose score came from the cache (0 without ``cache``)."""
     cache_misses: int = 0
@@ -159,6 +162,21 @@ def counters_of(backend: object) -> BackendCounters:
             counters = BackendCounters()
             attach_counters(backend, counters)
         return counters
+
+
+def count_requests(
+    steps: Generator[list[Any], Any, R], counters: BackendCounters
+) -> Generator[list[Any], Any, R]:
+    """``steps`` (a remote program: lists of HTTP calls) unchanged, counting each call
+    that scores documents (``call.count > 0``) as a forward pass."""
+    try:
+        calls = next(steps)
+        while True:
+            counters.add(forward_passes=sum(1 for c in calls if getattr(c, "count", 0) > 0))
+            calls = steps.send((yield calls))
+    except StopIteration as stop:
+        result: R = stop.value
+        return result
 
 
 def _percentile(ordered: Sequence[float], q: float) -> float:

@@ -246,3 +246,29 @@ def test_llama_index_end_event_carries_the_stats(
     assert (second["calls"], second["cache_hits"]) == (2, 3)
     assert second == reranker.stats().as_dict()
     assert any("qwen3-rerank stats: 2 call(s)" in r.getMessage() for r in caplog.records)
+
+
+def test_remote_counts_scoring_requests_and_uses_the_cache() -> None:
+    httpx = pytest.importorskip("httpx")
+    import fake_vllm
+
+    fake = fake_vllm.FakeVLLM()
+    reranker = Qwen3Reranker(
+        model="m",
+        backend="remote",
+        base_url=fake_vllm.URL,
+        max_docs_per_request=2,
+        cache="memory",
+        backend_options={"transport": httpx.MockTransport(fake)},
+    )
+    docs = ["a b", "c d", "e f", "g h", "i j"]
+    with reranker:
+        scores = reranker.score(QUERY, docs, instruction=fake_vllm.INSTR)
+        assert scores == fake_vllm.expected(QUERY, docs)
+        s = reranker.stats()
+        assert len(fake.bodies("/classify")) == 3  # 2 + 2 + 1 documents
+        assert (s.calls, s.documents, s.cache_misses, s.forward_passes) == (1, 5, 5, 3)
+        assert reranker.score(QUERY, docs, instruction=fake_vllm.INSTR) == scores
+        s = reranker.stats()
+        assert len(fake.bodies("/classify")) == 3  # answered from the cache
+        assert (s.calls, s.documents, s.cache_hits, s.forward_passes) == (2, 10, 5, 3)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from .._prompt import TokenTemplate
+from .._stats import count_requests, counters_of
 from . import _vllm_api
 from ._base import Backend, Group, progress_bar
 from ._http import Program, ReplicaPool, RetryPolicy, redact_url
@@ -106,13 +107,13 @@ class RemoteBackend(Backend):
         self, groups: Sequence[Group], instruction: str, *, show_progress: bool = False
     ) -> list[list[float]]:
         with self._progress(groups, show_progress) as advance:
-            return self._driver.run(self._program(groups, instruction), advance)
+            return self._driver.run(self._counted(groups, instruction), advance)
 
     async def ascore_groups(
         self, groups: Sequence[Group], instruction: str, *, show_progress: bool = False
     ) -> list[list[float]]:
         with self._progress(groups, show_progress) as advance:
-            return await self._driver.arun(self._program(groups, instruction), advance)
+            return await self._driver.arun(self._counted(groups, instruction), advance)
 
     def close(self) -> None:
         self._driver.close()
@@ -127,6 +128,10 @@ class RemoteBackend(Backend):
     ) -> AbstractContextManager[Callable[[int], object]]:
         total = sum(len(docs) for _, docs in groups)
         return progress_bar(total, show_progress or self.config.show_progress, desc="Scoring")
+
+    def _counted(self, groups: Sequence[Group], instruction: str) -> Program[list[list[float]]]:
+        """:meth:`_program`, its scoring requests counted (``reranker.stats()``)."""
+        return count_requests(self._program(groups, instruction), counters_of(self))
 
     def _program(self, groups: Sequence[Group], instruction: str) -> Program[list[list[float]]]:
         if not any(len(docs) for _, docs in groups):
