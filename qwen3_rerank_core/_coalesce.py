@@ -123,7 +123,14 @@ class Coalescer:
 
     @property
     def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
         return self._closed
+
+    @property
+    def queued(self) -> int:
+        """Calls waiting for the next batch (not counting the running one)."""
+        with self._lock:
+            return len(self._queue)
 
     # ------------------------------------------------------------------- worker
     def _enqueue(self, groups: Sequence[Group], instruction: str) -> _Call:
