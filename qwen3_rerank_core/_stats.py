@@ -74,7 +74,8 @@ class RerankStats:
     cache_misses: int = 0
     """Documents looked up in the cache and not found, so scored (0 without ``cache``)."""
     model_seconds: float = 0.0
-    """Seconds spent in the backend (summed over concurrent calls)."""
+    """Seconds the calls spent in the backend, waiting for the model included (under
+    cross-call batching a call waits for the running batch); summed over concurrent calls."""
     latency_p50: float | None = None
     """Median call latency in seconds over the last :data:`LATENCY_WINDOW` calls
     (``None`` before the first call)."""
