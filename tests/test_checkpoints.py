@@ -170,9 +170,7 @@ def test_bf16_conversion_loads_and_ranks_like_the_original() -> None:
     )
     assert json.loads((bf16 / "config.json").read_text())["dtype"] == "bfloat16"
     want = OfficialRecipe(causal, max_length=MAX_LENGTH).score(QUERY, DOCS)
-    with Qwen3Reranker(
-        model=str(bf16), max_length=MAX_LENGTH, device="cpu", dtype="float32"
-    ) as rr:
+    with Qwen3Reranker(model=str(bf16), max_length=MAX_LENGTH, device="cpu", dtype="float32") as rr:
         got = rr.score(QUERY, DOCS)
         assert str(rr._backend.dtype) == "torch.float32"  # type: ignore[union-attr]
     # bf16 weights keep ~3 significant digits: close, not equal.

@@ -237,6 +237,7 @@ class LeanForward:
         )
         self._silu = getattr(config, "hidden_act", None) in ("silu", "swish")
         weight = decoder.embed_tokens.weight
+        self._dtype = weight.dtype
         if pack is None:
             pack = weight.device.type == "cpu" and onednn_available(weight.dtype)
         self.packed = bool(pack)
@@ -294,13 +295,14 @@ class LeanForward:
         return _Layer(layer, qkv, q, kv, o, gate_up, down, qk_norm, split)
 
     # ------------------------------------------------------------------ steps
-    def _normalise(self, x: Any, weight: Any, eps: float) -> Any:
-        """Qwen3 RMSNorm: normalised in float32, scaled in the weights' dtype (the input of
-        the next projection)."""
+    def _normalise(self, x: Any, weight: Any, eps: float, *, keep_float: bool = False) -> Any:
+        """Qwen3 RMSNorm: normalised and scaled in float32, returned in the weights' dtype
+        (the input of the next projection), or in float32 with ``keep_float``."""
         y = self._scaled(x.float(), eps)
         if weight.dtype == y.dtype:
             return y.mul_(weight)
-        return y.mul_(weight.float()).to(weight.dtype)
+        y = y.mul_(weight.float())
+        return y if keep_float else y.to(weight.dtype)
 
     def _scaled(self, x: Any, eps: float) -> Any:
         """``x / rms(x)`` (float32 in, float32 out): Qwen3 RMSNorm without its weight, in
@@ -337,12 +339,18 @@ class LeanForward:
                 k, self._kv_heads, attn.k_norm, rope
             )
         both = self._split_heads(qk, self._heads + self._kv_heads)
-        both = self._normalise(both, layer.qk_norm_weight, attn.q_norm.variance_epsilon)
-        both = self._rotate(both, rope)
+        eps = attn.q_norm.variance_epsilon
+        both = self._normalise(both, layer.qk_norm_weight, eps, keep_float=True)
+        both = self._rotate(both, rope).to(self._dtype)
         return both[:, :, : self._heads], both[:, :, self._heads :]
 
     def _norm_rotate(self, x: Any, heads: int, norm: Any, rope: _Rope) -> Any:
-        return self._rotate(self._norm(self._split_heads(x, heads), norm), rope)
+        """Per-head norm and rotary embedding, both in float32 (one rounding to the weights'
+        dtype at the end, where Qwen3's own code rounds after each step)."""
+        x = self._normalise(
+            self._split_heads(x, heads), norm.weight, norm.variance_epsilon, keep_float=True
+        )
+        return self._rotate(x, rope).to(self._dtype)
 
     def _project_kv(self, layer: _Layer, h: Any) -> tuple[Any, Any]:
         """Key and value of ``h`` (no query)."""
@@ -424,9 +432,9 @@ class LeanForward:
         torch = self._torch
         embedded = self._decoder.embed_tokens(ids)
         positions = torch.arange(start, start + ids.shape[1], device=ids.device)[None]
-        # The rotary embedding in the projections' dtype, the residual stream in float32.
-        cos, sin = self._decoder.rotary_emb(embedded, positions)
+        # The residual stream and the rotary embedding in float32.
         x = embedded.float()
+        cos, sin = self._decoder.rotary_emb(x, positions)
         half = sin.shape[-1] // 2
         signed_sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
         return x, _Rope(cos[:, :, None], signed_sin[:, :, None])

@@ -123,7 +123,7 @@ _BUILTIN = (
         "transformers",
         _transformers,
         summary="local",
-        options=("packed",),
+        options=("packed", "lean"),
         install='pip install "qwen3-rerank-core[transformers]"',
         coalesce=True,
     ),

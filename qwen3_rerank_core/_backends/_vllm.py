@@ -40,6 +40,7 @@ from .._checkpoint import (
     vllm_engine_args,
 )
 from .._errors import MissingDependencyError, ModelLoadError
+from .._precision import planned_dtype
 from .._prompt import PromptEncoder
 from .._stats import counters_of
 from ._base import Backend, Group
@@ -118,13 +119,16 @@ def local_flavour(model: str) -> Flavour | None:
     return flavour
 
 
-def _default_dtype() -> str:
-    try:
-        import torch
-
-        return "bfloat16" if torch.cuda.is_available() else "float32"
-    except ImportError:  # pragma: no cover - vllm depends on torch
-        return "float32"
+def _planned_dtype(config: RerankConfig) -> str:
+    """``config.dtype``, or the precision policy's choice for ``dtype=None``
+    (:mod:`qwen3_rerank_core._precision`, the same as the transformers backend's)."""
+    if config.dtype is not None:
+        return config.dtype
+    choice = planned_dtype(
+        None, config.device, config.model, local_files_only=config.local_files_only
+    )
+    logger.info("vLLM dtype %s: %s", choice.name, choice.reason)
+    return choice.name
 
 
 class VLLMBackend(Backend):
@@ -171,7 +175,7 @@ class VLLMBackend(Backend):
         kwargs: dict[str, Any] = {
             "model": config.model,
             "runner": "pooling",
-            "dtype": config.dtype or _default_dtype(),
+            "dtype": _planned_dtype(config),
             "max_model_len": config.max_length,
             **vllm_engine_args(flavour),
         }
