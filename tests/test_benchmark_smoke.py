@@ -54,7 +54,7 @@ def report(bench: Any, tiny_model_dir: Path) -> dict[str, Any]:
         "--contenders",
         ",".join(CONTENDERS),
         "--workloads",
-        ",".join(WORKLOADS),
+        ",".join((*WORKLOADS, "e")),  # e: the concurrency workload, ours only
         "--docs-scale",
         "0.04",
         "--length-scale",
@@ -122,6 +122,21 @@ def test_table_has_a_line_per_row(bench: Any, report: dict[str, Any]) -> None:
                     and f"{sep}{contender}{sep}" in line
                     for line in text.splitlines()
                 ), (workload, contender, markdown)
+
+
+def test_concurrency_workload_has_every_mode(bench: Any, report: dict[str, Any]) -> None:
+    from concurrency import modes
+
+    (result,) = report["concurrency"]
+    rows = {r["mode"]: r for r in result["rows"]}
+    assert list(rows) == [m.name for m in modes()]
+    assert {"score_many", "16 threads", "16 asyncio", "1 threads", "8 asyncio"} <= set(rows)
+    for row in rows.values():
+        assert row["docs_per_s"] > 0 and row["latency_p95_s"] >= row["latency_p50_s"] > 0
+        assert row["max_abs_diff_vs_alone"] <= 1e-5, row["mode"]
+    assert rows["1 threads"]["max_abs_diff_vs_alone"] == 0.0  # alone is alone
+    text = bench.concurrency_table(result, markdown=True)
+    assert all(f"| {mode} | " in text for mode in rows)
 
 
 def test_workloads_are_seeded(bench: Any, tiny_tokenizer: Any) -> None:
