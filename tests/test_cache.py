@@ -516,3 +516,33 @@ def test_eval_with_a_cache_scores_nothing_the_second_time(
     assert scored == []  # the second run re-scores nothing
     assert f"cache {n} hit(s) / 0 miss(es)" in err and "0 forward pass(es)" in err
     assert json.loads(first)["rows"] == json.loads(second)["rows"]
+
+
+def test_a_hub_id_is_keyed_by_its_cached_commit(
+    model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub
+
+    snapshots: dict[str, str] = {}
+    for commit in ("1111aaaa", "2222bbbb"):
+        folder = tmp_path / "snapshots" / commit
+        folder.mkdir(parents=True)
+        shutil.copy(Path(model) / "config.json", folder / "config.json")
+        snapshots[commit] = str(folder / "config.json")
+    current: dict[str, str | None] = {"commit": None}
+
+    def cached(repo_id: str, filename: str, **kwargs: Any) -> str | None:
+        assert (repo_id, filename) == ("Qwen/Qwen3-Reranker-0.6B", "config.json")
+        commit = current["commit"]
+        return None if commit is None else snapshots[commit]
+
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", cached)
+    hub = RerankConfig(model="Qwen/Qwen3-Reranker-0.6B", device="cpu", dtype="float32")
+    identity, final = model_identity(hub)
+    assert not final  # not downloaded yet: computed again on the next call
+    current["commit"] = "1111aaaa"
+    identity, final = model_identity(hub)
+    assert final and "1111aaaa" in identity and "causal-lm" in identity
+    first = key_of(hub)
+    current["commit"] = "2222bbbb"
+    assert key_of(hub) != first  # a new revision of the model is a new key space
