@@ -72,7 +72,16 @@ VLLM_HF_OVERRIDES = {
 }
 
 VLLM_CONTENDERS = ("vllm", "vllm-default", "ours-vllm")
-ALL_CONTENDERS = ("recipe", "ours", "ours-tuned", "st", "vllm", "vllm-default", "ours-vllm")
+ALL_CONTENDERS = (
+    "recipe",
+    "recipe-fp32",
+    "ours",
+    "ours-tuned",
+    "st",
+    "vllm",
+    "vllm-default",
+    "ours-vllm",
+)
 
 
 def _import_recipe() -> Any:
@@ -88,6 +97,17 @@ def _torch_dtype(dtype: str) -> Any:
     import torch
 
     return getattr(torch, dtype)
+
+
+def _dtype_kwargs(dtype: str | None) -> dict[str, Any]:
+    """``{"dtype": ...}`` for ``from_pretrained``, or nothing: ``dtype=None`` (``--dtype
+    default``) leaves every contender at its own default, as its users run it."""
+    return {} if dtype is None else {"dtype": _torch_dtype(dtype)}
+
+
+def _saved_dtype(model_dir: str) -> str:
+    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    return str(config.get("dtype") or config.get("torch_dtype") or "float32")
 
 
 def _split(flat: Sequence[float], workload: Workload) -> list[list[float]]:
@@ -133,6 +153,10 @@ class Contender:
     def close(self) -> None:
         pass
 
+    def dtype_used(self) -> str:
+        """The dtype the contender computes in (for the report and the MFU)."""
+        return self.dtype or _saved_dtype(self.model_dir)
+
 
 class RecipeContender(Contender):
     name = "recipe"
@@ -144,7 +168,7 @@ class RecipeContender(Contender):
         self._recipe_mod = _import_recipe()
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, padding_side="left")
         self.model = (
-            AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=_torch_dtype(self.dtype))
+            AutoModelForCausalLM.from_pretrained(self.model_dir, **_dtype_kwargs(self.dtype))
             .to(torch.device(self.device))
             .eval()
         )
@@ -194,6 +218,20 @@ class RecipeContender(Contender):
     def close(self) -> None:
         self.model = None
 
+    def dtype_used(self) -> str:
+        return str(self.model.dtype).removeprefix("torch.")
+
+
+class RecipeFp32Contender(RecipeContender):
+    """The recipe in float32 whatever ``--dtype`` says: the reference of every score
+    deviation when the other rows run at their defaults (bf16 on a bf16 checkpoint)."""
+
+    name = "recipe-fp32"
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        super().__init__(spec)
+        self.dtype = "float32"
+
 
 class OursContender(Contender):
     name = "ours"
@@ -239,6 +277,13 @@ class OursContender(Contender):
         for rr in self.readers.values():
             rr.close()
         self.readers = {}
+
+    def dtype_used(self) -> str:
+        for rr in self.readers.values():
+            dtype = getattr(getattr(rr, "_backend", None), "dtype", None)
+            if dtype is not None:
+                return str(dtype).removeprefix("torch.")
+        return super().dtype_used()
 
 
 class OursTunedContender(OursContender):
@@ -301,7 +346,7 @@ class STContender(Contender):
             str(self.folder),
             device=self.device,
             max_length=int(self.spec["max_length"]),
-            model_kwargs={"dtype": _torch_dtype(self.dtype)},
+            model_kwargs=_dtype_kwargs(self.dtype),
         )
 
     def prepare(self, workload: Workload) -> None:
@@ -320,6 +365,9 @@ class STContender(Contender):
     def close(self) -> None:
         self.model = None
         shutil.rmtree(self.folder, ignore_errors=True)
+
+    def dtype_used(self) -> str:
+        return str(next(self.model.model.parameters()).dtype).removeprefix("torch.")
 
 
 def _vllm_env(spec: dict[str, Any]) -> None:
@@ -364,7 +412,7 @@ class VllmContender(Contender):
         self.llm = LLM(
             model=self.model_dir,
             runner="pooling",
-            dtype=self.dtype,
+            dtype=self.dtype or "auto",  # vLLM's default: the checkpoint's dtype
             max_model_len=int(self.spec["max_length"]) + 64,
             hf_overrides=VLLM_HF_OVERRIDES,
             seed=0,
@@ -440,6 +488,7 @@ CONTENDER_CLASSES: dict[str, type[Contender]] = {
     c.name: c
     for c in (
         RecipeContender,
+        RecipeFp32Contender,
         OursContender,
         OursTunedContender,
         STContender,
@@ -623,6 +672,7 @@ def run_worker(
                 peak_rss=mem.peak,
                 others_cpu=mem.others_cpu,
                 note=contender.note,
+                dtype_used=contender.dtype_used(),
             )
             if cpu_times:
                 res.update(cpu_times=cpu_times, best_cpu_s=min(cpu_times))
