@@ -51,6 +51,8 @@ from workloads import CONCURRENCY, WORKLOADS, Workload, make_workload
 logger = logging.getLogger("bench_rerank")
 
 DEFAULT_CONTENDERS = ("recipe", "ours", "ours-tuned", "st", "vllm", "vllm-default", "ours-vllm")
+#: Matmul rates measured with ``--dtype default`` (rows compute in either).
+RATE_DTYPES = ("float32", "bfloat16")
 #: The CPU matrix (``--config cpu-matrix``): shapes no default can be tuned to alone.
 CPU_MATRIX = ("mid", "8x512", "12x256", "2x1024", "0.6b")
 #: Document-count scale per config in the matrix (the 0.6B architecture is slow on a CPU).
@@ -61,6 +63,7 @@ QUICK = {"docs_scale": 0.3, "repeat": 2, "recipe_repeat": 1, "recipe_warmup": 0}
 TUNED_BATCH_TOKENS = {"cpu": 1024, "cuda": 65536}
 LABELS = {
     "recipe": "model-card recipe",
+    "recipe-fp32": "model-card recipe, float32 (reference)",
     "ours": "ours (transformers, defaults)",
     "ours-tuned": "ours (transformers, tuned)",
     "st": "sentence-transformers CrossEncoder",
@@ -75,7 +78,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if available)")
-    p.add_argument("--dtype", default=None, help="float32 / bfloat16 (default: fp32 CPU, bf16 GPU)")
+    p.add_argument(
+        "--dtype",
+        default="default",
+        help="default: every contender at its own default (ours: the precision policy; the "
+        "recipe and sentence-transformers: the checkpoint's dtype; vLLM: dtype='auto'), with "
+        "the float32 recipe as the reference of the score deviations; float32 / bfloat16: "
+        "every contender pinned to it",
+    )
+    p.add_argument(
+        "--save-dtype",
+        default="bfloat16",
+        choices=("bfloat16", "float32"),
+        help="dtype the random checkpoint is saved in (the released checkpoints are bf16)",
+    )
     p.add_argument(
         "--config",
         default="mid",
@@ -153,6 +169,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.contender_list = _names(args.contenders, ALL_CONTENDERS, "contender")
     if "recipe" not in args.contender_list:
         args.contender_list.insert(0, "recipe")  # the reference of every score diff
+    if args.dtype == "default" and "recipe-fp32" not in args.contender_list:
+        # The recipe at its defaults is bf16 on a bf16 checkpoint: the deviations are
+        # taken from the float32 recipe instead.
+        args.contender_list.insert(1, "recipe-fp32")
     args.workload_list = _names(args.workloads, tuple(WORKLOADS), "workload")
     configs = CPU_MATRIX if args.config == "cpu-matrix" else args.config.split(",")
     args.config_list = _names(",".join(configs), tuple(CONFIGS), "config")
@@ -320,11 +340,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+    dtype = None if args.dtype == "default" else args.dtype
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     cache_dir = Path(args.cache_dir).expanduser()
-    model_dir = build_checkpoint(args.config, seed=args.seed, cache_dir=cache_dir)
+    model_dir = build_checkpoint(
+        args.config, seed=args.seed, cache_dir=cache_dir, dtype=args.save_dtype
+    )
     config = full_config(args.config)
     n_params = non_embedding_params(config)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
@@ -342,8 +364,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     concurrent = [(wl, t) for wl, t in workloads if wl.name in CONCURRENCY]
     workloads = [(wl, t) for wl, t in workloads if wl.name not in CONCURRENCY]
     load_before = os.getloadavg()[0]
-    peak_flops = matmul_flops(device, dtype)
-    logger.info("matmul rate (%s, %s): %.1f GFLOP/s", device, dtype, peak_flops / 1e9)
+    # MFU of each row against the matmul rate of the dtype it computed in, measured here.
+    rates = {dt: matmul_flops(device, dt) for dt in ([dtype] if dtype else RATE_DTYPES)}
+    for dt, rate in rates.items():
+        logger.info("matmul rate (%s, %s): %.1f GFLOP/s", device, dt, rate / 1e9)
+    peak_flops = rates[dtype or "float32"]
 
     base_spec = {
         "model_dir": str(model_dir),
@@ -378,7 +403,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 logger.warning("skipping %s: %s", name, reason)
                 continue
             warmup, repeat = args.warmup, args.repeat
-            if name == "recipe":
+            if name in ("recipe", "recipe-fp32"):
                 warmup = args.warmup if args.recipe_warmup is None else args.recipe_warmup
                 repeat = args.repeat if args.recipe_repeat is None else args.recipe_repeat
             spec = {**base_spec, "contender": name, "warmup": warmup, "repeat": max(1, repeat)}
@@ -435,7 +460,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     rows = []
     for wl, tokens in workloads:
-        ref = results.get("recipe", {}).get(wl.name, {}).get("scores")
+        reference = "recipe-fp32" if "recipe-fp32" in results else "recipe"
+        ref = results.get(reference, {}).get(wl.name, {}).get("scores")
         ours = results.get("ours", {}).get(wl.name, {})
         ours_rate = wl.n_docs / ours["best_s"] if "best_s" in ours else None
         for name in args.contender_list:
@@ -479,7 +505,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 model_flops_per_s=2 * n_params * tokens / res["best_s"],
                 note=res.get("note", ""),
             )
-            row["mfu"] = row["model_flops_per_s"] / peak_flops
+            row["dtype_used"] = res.get("dtype_used") or dtype
+            rate = rates.get(row["dtype_used"]) or peak_flops
+            row["mfu"] = row["model_flops_per_s"] / rate
             row["scores"] = res["scores"]
 
     report = {
@@ -493,6 +521,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "model_dir": str(model_dir),
         "non_embedding_params": n_params,
         "matmul_flops_per_s": peak_flops,
+        "matmul_flops_per_s_by_dtype": rates,
+        "save_dtype": args.save_dtype,
         "warmup": args.warmup,
         "repeat": args.repeat,
         "recipe_runs": (
@@ -618,6 +648,7 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
     header = [
         "workload",
         "contender",
+        "dtype",
         "docs/s",
         "ours x",
         "CPU s",
@@ -631,13 +662,14 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
     out = [header]
     for r in report["rows"]:
         if r["status"] != "ok":
-            out.append([r["workload"], r["contender"], *["-"] * 8, r["status"]])
+            out.append([r["workload"], r["contender"], *["-"] * 9, r["status"]])
             continue
         mem = r["peak_cuda_mib"] if cuda else r["peak_rss_mib"]
         out.append(
             [
                 r["workload"],
                 r["contender"],
+                str(r.get("dtype_used") or "-"),
                 _fmt(r["docs_per_s"], ".2f" if r["docs_per_s"] < 100 else ".0f"),
                 _fmt(r["ours_speedup"], ".2f"),
                 _fmt(r.get("best_cpu_s"), ".2f"),
@@ -679,7 +711,8 @@ def format_table(report: dict[str, Any], *, markdown: bool = False) -> str:
             )
     head = [
         f"config {report['config_name']} ({report['non_embedding_params'] / 1e6:.1f}M "
-        f"non-embedding params), {report['device']} {report['dtype']}, "
+        f"non-embedding params, saved in {report.get('save_dtype', '?')}), {report['device']} "
+        f"{report['dtype'] or 'each contender at its default dtype'}, "
         f"{report['threads']} threads; docs/s from the best of {report['repeat']} timed runs "
         f"after {report['warmup']} warmup (recipe: {report['recipe_runs']})",
         f"load average (1 min) before / after: {report['loadavg'][0]:.2f} / "
@@ -687,8 +720,15 @@ def format_table(report: dict[str, Any], *, markdown: bool = False) -> str:
         f"machine: {m.get('cpu', '?')}, nproc {m.get('nproc')}, RAM {m.get('ram_gib')} GiB"
         + (f", GPU {m['gpu']}" if "gpu" in m else "")
         + f"; {m['date']}",
-        f"matmul rate ({report['dtype']}): {report['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s "
-        "(MFU = 2 x non-embedding params x prompt tokens / time / this)",
+        "matmul rate: "
+        + ", ".join(
+            f"{dt} {rate / 1e9:.1f} GFLOP/s"
+            for dt, rate in report.get(
+                "matmul_flops_per_s_by_dtype", {report["dtype"]: report["matmul_flops_per_s"]}
+            ).items()
+        )
+        + " (MFU = 2 x non-embedding params x prompt tokens / time / the rate of the row's "
+        "dtype)",
         *workloads,
         "ours x = ours (defaults) docs/s / this row's docs/s; CPU s = CPU seconds of the "
         "worker's process tree in its best timed run, ours x (CPU) = this row's CPU s / ours' "
