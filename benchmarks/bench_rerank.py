@@ -375,7 +375,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "device": device,
         "dtype": dtype,
         "threads": threads,
-        "max_length": max(wl.max_length for wl, _ in workloads),
+        "max_length": max(wl.max_length for wl, _ in workloads + concurrent),
         "recipe_batch_size": args.recipe_batch_size,
         "recipe_logits_gib": args.recipe_logits_gib,
         "tuned_batch_tokens": args.tuned_batch_tokens

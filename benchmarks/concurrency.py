@@ -51,11 +51,11 @@ class Mode:
 
 
 def modes(callers: Sequence[int] = CALLERS) -> list[Mode]:
-    """score_many, then each caller count on threads and asyncio; the uncoalesced
-    comparison for the counts above 1."""
+    """score_many, then each caller count on threads and asyncio, with cross-call
+    batching and without (1 caller: the latency the coalescer adds to a lone call)."""
     out = [Mode("score_many", 1)]
     out += [Mode(r, n) for n in callers for r in ("threads", "asyncio")]
-    out += [Mode(r, n, coalesce=False) for n in callers if n > 1 for r in ("threads", "asyncio")]
+    out += [Mode(r, n, coalesce=False) for n in callers for r in ("threads", "asyncio")]
     return out
 
 
@@ -158,32 +158,36 @@ def run_concurrency(spec: dict[str, Any]) -> dict[str, Any]:
     ).load()
     try:
         alone = [rr.score(q, d) for q, d in items]  # also the warm-up of the model
-        rows = []
-        for mode in modes(spec.get("callers") or CALLERS):
-            for _ in range(int(spec["warmup"])):
+        all_modes = modes(spec.get("callers") or CALLERS)
+        for _ in range(int(spec["warmup"])):
+            for mode in all_modes:
                 _run(rr, items, mode)
-            times: list[float] = []
-            latencies: list[float] = []
-            batches: list[int] = []
-            max_diff = 0.0
-            load_before = os.getloadavg()[0]
-            for i in range(max(1, int(spec["repeat"]))):
-                before = rr._coalescer.batches if rr._coalescer is not None else 0
+        runs: dict[Mode, list[tuple[float, list[float], int, float]]] = {m: [] for m in all_modes}
+        load_before = os.getloadavg()[0]
+        # Round robin (every mode once per round), so that other load on the machine
+        # falls on all modes alike; each mode is also compared to score_many's run of
+        # the same round ("paired").
+        for i in range(max(1, int(spec["repeat"]))):
+            for mode in all_modes:
+                before = rr._coalescer.batches
                 t0 = time.perf_counter()
                 scores, lat = _run(rr, items, mode)
-                times.append(time.perf_counter() - t0)
-                after = rr._coalescer.batches if rr._coalescer is not None else 0
-                batches.append(after - before if mode.coalesce else len(items))
-                latencies += lat
-                max_diff = max(
-                    max_diff,
-                    max(
-                        abs(a - b)
-                        for got, ref in zip(scores, alone, strict=True)
-                        for a, b in zip(got, ref, strict=True)
-                    ),
+                elapsed = time.perf_counter() - t0
+                calls = rr._coalescer.batches - before if mode.coalesce else len(items)
+                diff = max(
+                    abs(a - b)
+                    for got, ref in zip(scores, alone, strict=True)
+                    for a, b in zip(got, ref, strict=True)
                 )
-                logger.info("concurrency / %s: run %d %.2f s", mode.name, i + 1, times[-1])
+                runs[mode].append((elapsed, lat, calls, diff))
+                logger.info("concurrency / %s: round %d %.2f s", mode.name, i + 1, elapsed)
+        load_after = os.getloadavg()[0]
+        many = runs[all_modes[0]]
+        rows = []
+        for mode, results in runs.items():
+            times = [r[0] for r in results]
+            latencies = [x for r in results for x in r[1]]
+            paired = [m[0] / r[0] for m, r in zip(many, results, strict=True)]
             rows.append(
                 {
                     "mode": mode.name,
@@ -194,17 +198,20 @@ def run_concurrency(spec: dict[str, Any]) -> dict[str, Any]:
                     "times": times,
                     "docs_per_s": n_docs / min(times),
                     "median_s": statistics.median(times),
+                    "x_score_many": min(many[k][0] for k in range(len(many))) / min(times),
+                    "x_score_many_paired": statistics.median(paired),
                     "latency_p50_s": percentile(latencies, 0.5),
                     "latency_p95_s": percentile(latencies, 0.95),
-                    "backend_calls": batches,
-                    "max_abs_diff_vs_alone": max_diff,
-                    "loadavg": [load_before, os.getloadavg()[0]],
+                    "backend_calls": [r[2] for r in results],
+                    "max_abs_diff_vs_alone": max(r[3] for r in results),
                 }
             )
-        many = rows[0]["docs_per_s"]
-        for row in rows:
-            row["x_score_many"] = row["docs_per_s"] / many
-        return {"workload": wl.name, "description": wl.description, "rows": rows}
+        return {
+            "workload": wl.name,
+            "description": wl.description,
+            "loadavg": [load_before, load_after],
+            "rows": rows,
+        }
     finally:
         rr.close()
 
@@ -216,6 +223,7 @@ def concurrency_table(result: dict[str, Any], *, markdown: bool = False) -> str:
             "mode",
             "docs/s",
             "x score_many",
+            "paired",
             "p50 latency s",
             "p95 latency s",
             "backend calls/run",
@@ -228,13 +236,19 @@ def concurrency_table(result: dict[str, Any], *, markdown: bool = False) -> str:
                 r["mode"],
                 f"{r['docs_per_s']:.2f}",
                 f"{r['x_score_many']:.2f}",
+                f"{r['x_score_many_paired']:.2f}",
                 f"{r['latency_p50_s']:.3f}",
                 f"{r['latency_p95_s']:.3f}",
                 "/".join(map(str, r["backend_calls"])) if r["coalesce"] else "-",
                 f"{r['max_abs_diff_vs_alone']:.1e}",
             ]
         )
-    title = f"concurrency ({result['workload']}: {result['description']})"
+    load = "/".join(f"{x:.1f}" for x in result["loadavg"])
+    title = (
+        f"concurrency ({result['workload']}: {result['description']}); x score_many: best "
+        f"docs/s over score_many's best, paired: median over rounds of the ratio to the "
+        f"same round's score_many; load average before/after {load}"
+    )
     if markdown:
         lines = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(cells[0])]
         return title + "\n\n" + "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells[1:]])
