@@ -94,6 +94,8 @@ class Coalescer:
     # ------------------------------------------------------------------ callers
     def submit(self, groups: Sequence[Group], instruction: str) -> list[list[float]]:
         """``score(groups, instruction)``, batched with concurrent calls (blocks)."""
+        if threading.get_ident() == self._worker:  # from inside ``score``: no deadlock
+            return self._score(list(groups), instruction)
         call = self._enqueue(groups, instruction)
         try:
             return call.future.result()

@@ -315,6 +315,22 @@ def test_close_fails_the_queued_calls_and_lets_the_running_one_finish(
     assert len(model.calls) == 1
 
 
+def test_a_call_from_inside_score_runs_directly() -> None:
+    inner: list[list[list[float]]] = []
+
+    def score(groups: list[Group], instruction: str) -> list[list[float]]:
+        if instruction == "outer":
+            inner.append(c.submit(groups, "inner"))
+        return length_scores(groups, instruction)
+
+    c = Coalescer(score)
+    try:
+        assert c.submit([group("q", "abc")], "outer") == [[0.03]]
+        assert inner == [[[0.03]]]
+    finally:
+        c.close()
+
+
 def test_a_coalescer_that_never_ran_closes() -> None:
     c = Coalescer(length_scores)
     c.close()
