@@ -181,9 +181,12 @@ WORKLOADS: dict[str, WorkloadSpec] = {
     "e": WorkloadSpec(
         "e", "16 queries x 10 docs of ~300 tokens, one call per query", 16, 10, (250, 350)
     ),
+    "f": WorkloadSpec(
+        "f", "16 queries x 10 docs of <= 64 tokens, one call per query", 16, 10, (16, 64)
+    ),
 }
 #: The workloads timed by concurrent callers of our reranker, not by the contenders.
-CONCURRENCY = ("e",)
+CONCURRENCY = ("e", "f")
 #: Numbers of concurrent callers of the concurrency workloads.
 CALLERS = (1, 8, 16)
 
