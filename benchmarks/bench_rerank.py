@@ -112,8 +112,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--workloads",
         default="a,b,c,d",
-        help="comma-separated, from a,b,c,d,e,f (e, f: 1, 8 and 16 concurrent callers of "
-        "ours, threads and asyncio, against one score_many; benchmarks/concurrency.py)",
+        help="comma-separated, from a,b,c,d,e,f,g (e, f, g: 1, 8 and 16 concurrent callers "
+        "of ours, threads and asyncio, against one score_many; benchmarks/concurrency.py)",
     )
     p.add_argument("--docs-scale", type=float, default=1.0, help="scale document counts")
     p.add_argument("--length-scale", type=float, default=1.0, help="scale document lengths")

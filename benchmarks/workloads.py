@@ -184,9 +184,12 @@ WORKLOADS: dict[str, WorkloadSpec] = {
     "f": WorkloadSpec(
         "f", "16 queries x 10 docs of <= 64 tokens, one call per query", 16, 10, (16, 64)
     ),
+    "g": WorkloadSpec(
+        "g", "16 queries x 1 doc of <= 64 tokens, one call per query", 16, 1, (16, 64)
+    ),
 }
 #: The workloads timed by concurrent callers of our reranker, not by the contenders.
-CONCURRENCY = ("e", "f")
+CONCURRENCY = ("e", "f", "g")
 #: Numbers of concurrent callers of the concurrency workloads.
 CALLERS = (1, 8, 16)
 
