@@ -2,15 +2,17 @@
 
 A local model runs one forward pass at a time. Without coalescing, concurrent
 calls (threads, asyncio tasks) queue on the backend's lock and each runs its own
-small batches. A :class:`Coalescer` owns the model through one worker thread:
+small batches. A :class:`Coalescer` runs the model for all of them, one batch at
+a time:
 
-- a call that finds the model idle is started at once (no batching window, so a
-  lone caller's latency is unchanged);
-- calls that arrive while it runs wait in a queue; when the run ends, all queued
-  calls are merged into ONE ``score(groups, instruction)`` per instruction (the
-  groups of several callers concatenated: the backend batches across groups and
-  reuses each query's prefix) and the scores are split back to each caller, in
-  its own order.
+- a call that finds the model idle starts at once, with no batching window: a
+  sync call in its own thread, exactly as without coalescing; an async one on the
+  coalescer's worker thread (where ``asyncio.to_thread`` would have run it);
+- calls that arrive while it runs wait in a queue; when the run ends, the worker
+  thread merges all queued calls into ONE ``score(groups, instruction)`` per
+  instruction (the groups of several callers concatenated: the backend batches
+  across groups and reuses each query's prefix), splits the scores back to each
+  caller, in its own order, and goes on while calls keep queueing.
 
 Isolation: the inputs are validated before submission (by the facade); a call
 cancelled while queued (an asyncio task cancelled or timed out, a sync caller
@@ -68,7 +70,8 @@ def _closed_error() -> RuntimeError:
 class Coalescer:
     """Merges concurrent ``score(groups, instruction)`` calls into shared batches.
 
-    ``score`` is called from one worker thread only, one call at a time.
+    ``score`` is called one call at a time: from a sync caller that found the model
+    idle, else from the one worker thread.
     :meth:`submit` (sync, thread-safe) and :meth:`asubmit` (never blocks the event
     loop) return exactly ``score(groups, instruction)`` for the caller's groups.
     ``max_batch_docs`` bounds the documents of one merged batch (a single call
@@ -81,11 +84,12 @@ class Coalescer:
         self._score = score
         self._max_batch_docs = max_batch_docs
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # notified when ``_busy`` turns False
         self._queue: list[_Call] = []
-        self._busy = False  # a drain is scheduled or running
+        self._busy = False  # a caller or the worker runs the model, or a drain is scheduled
+        self._runner: int | None = None  # the thread running ``score`` now
         self._closed = False
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._worker: int | None = None  # thread id of the worker, once it ran
         self.batches = 0
         """Number of ``score`` calls made (merged batches and solo re-runs)."""
         self.calls = 0
@@ -93,10 +97,25 @@ class Coalescer:
 
     # ------------------------------------------------------------------ callers
     def submit(self, groups: Sequence[Group], instruction: str) -> list[list[float]]:
-        """``score(groups, instruction)``, batched with concurrent calls (blocks)."""
-        if threading.get_ident() == self._worker:  # from inside ``score``: no deadlock
+        """``score(groups, instruction)``, batched with concurrent calls (blocks).
+
+        When the model is idle, the call runs at once in the calling thread (as it would
+        without coalescing); otherwise it waits for the next merged batch.
+        """
+        me = threading.get_ident()
+        if me == self._runner:  # from inside ``score``: no deadlock
             return self._score(list(groups), instruction)
-        call = self._enqueue(groups, instruction)
+        call = _Call(groups, instruction)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the reranker is closed")
+            lead = not self._busy
+            if lead:
+                self._busy, self._runner = True, me
+            else:
+                self._queue.append(call)
+        if lead:
+            self._lead(call)
         try:
             return call.future.result()
         except BaseException:
@@ -113,6 +132,7 @@ class Coalescer:
     def close(self) -> None:
         """Fail the queued calls (``RuntimeError``), wait for the running batch and stop
         the worker thread. Idempotent; later submissions raise ``RuntimeError``."""
+        me = threading.get_ident()
         with self._lock:
             self._closed = True
             queued, self._queue = self._queue, []
@@ -120,8 +140,13 @@ class Coalescer:
         for call in queued:
             if call.future.set_running_or_notify_cancel():
                 call.future.set_exception(_closed_error())
+        inside = False
+        with self._lock:
+            inside = self._runner == me  # called from inside ``score``: do not wait for it
+            while self._busy and not inside:
+                self._idle.wait()
         if executor is not None:
-            executor.shutdown(wait=threading.get_ident() != self._worker)
+            executor.shutdown(wait=not inside)
 
     @property
     def closed(self) -> bool:
@@ -145,6 +170,26 @@ class Coalescer:
                 self._start_drain()
         return call
 
+    def _lead(self, call: _Call) -> None:
+        """Run ``call`` alone in the caller's thread (the model was idle), then hand the
+        calls that queued meanwhile to the worker thread."""
+        try:
+            call.future.set_running_or_notify_cancel()
+            self._score_calls([call], call.instruction)
+        finally:
+            with self._lock:
+                self._runner = None
+                if self._queue and not self._closed:
+                    self._start_drain()
+                else:
+                    self._set_idle()
+
+    def _set_idle(self) -> None:
+        """The model is idle (with ``_lock`` held)."""
+        self._busy = False
+        self._runner = None
+        self._idle.notify_all()
+
     def _start_drain(self) -> None:
         """Schedule :meth:`_drain` on the worker thread (with ``_lock`` held)."""
         if self._executor is None:
@@ -165,12 +210,12 @@ class Coalescer:
                 total += call.n_docs
             batch, self._queue = self._queue[:n], self._queue[n:]
             if not batch:
-                self._busy = False
+                self._set_idle()
             return batch
 
     def _drain(self) -> None:
         """Run batches until the queue is empty (on the worker thread)."""
-        self._worker = threading.get_ident()
+        self._runner = threading.get_ident()
         while batch := self._take():
             try:
                 self._run(batch)
@@ -179,7 +224,7 @@ class Coalescer:
                     if not call.future.done():
                         call.future.set_exception(exc)
                 with self._lock:
-                    self._busy = False
+                    self._set_idle()
                     if self._queue and not self._closed:
                         self._start_drain()
                 raise

@@ -138,6 +138,23 @@ def test_a_lone_call_runs_at_once_with_its_own_groups(
     assert model.calls == [(groups, "instr")]
 
 
+def test_a_lone_sync_call_runs_in_its_own_thread_an_async_one_on_the_worker() -> None:
+    threads: list[str] = []
+
+    def score(groups: list[Group], instruction: str) -> list[list[float]]:
+        threads.append(threading.current_thread().name)
+        return length_scores(groups, instruction)
+
+    c = Coalescer(score)
+    try:
+        assert c.submit([group("q", "ab")], "i") == [[0.02]]
+        assert asyncio.run(c.asubmit([group("q", "abc")], "i")) == [[0.03]]
+    finally:
+        c.close()
+    assert threads[0] == threading.current_thread().name
+    assert threads[1].startswith("qwen3-rerank-batch")
+
+
 def test_queued_calls_share_one_call_and_get_their_own_scores_in_order(
     coalescer: Coalescer, model: FakeModel
 ) -> None:
