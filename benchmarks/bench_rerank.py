@@ -502,6 +502,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 others_cpu=res.get("others_cpu"),
                 peak_cuda_mib=res["peak_cuda"] / 2**20 if "peak_cuda" in res else None,
                 max_abs_diff=_max_diff(res["scores"], ref),
+                top10_overlap=_top_k_overlap(res["scores"], ref),
                 model_flops_per_s=2 * n_params * tokens / res["best_s"],
                 note=res.get("note", ""),
             )
@@ -637,6 +638,29 @@ def _max_diff(scores: list[list[float]], ref: list[list[float]] | None) -> float
     return max((abs(a - b) for a, b in zip(flat, flat_ref, strict=True)), default=0.0)
 
 
+#: Top-k of each query compared with the reference's (``top10_overlap``).
+TOP_K = 10
+
+
+def _top_k_overlap(
+    scores: list[list[float]], ref: list[list[float]] | None, k: int = TOP_K
+) -> float | None:
+    """Share of the reference's top ``k`` documents (per query) that are also in this row's
+    top ``k``, over all queries: 1.0 when every query's top ``k`` set is the same."""
+    if ref is None or len(scores) != len(ref):
+        return None
+    shared = total = 0
+    for got, want in zip(scores, ref, strict=True):
+        n = min(k, len(want))
+        if len(got) != len(want) or n == 0:
+            continue
+        top = set(sorted(range(len(got)), key=lambda i: -got[i])[:n])
+        top_ref = set(sorted(range(len(want)), key=lambda i: -want[i])[:n])
+        shared += len(top & top_ref)
+        total += n
+    return shared / total if total else None
+
+
 # ------------------------------------------------------------------------ output
 def _fmt(value: float | None, spec: str, none: str = "-") -> str:
     return none if value is None else format(value, spec)
@@ -655,6 +679,7 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
         "ours x (CPU)",
         "peak GPU MiB" if cuda else "peak RSS MiB",
         "max |d| vs recipe",
+        "top-10 overlap",
         "MFU",
         "others' CPU",
         "notes",
@@ -662,7 +687,7 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
     out = [header]
     for r in report["rows"]:
         if r["status"] != "ok":
-            out.append([r["workload"], r["contender"], *["-"] * 9, r["status"]])
+            out.append([r["workload"], r["contender"], *["-"] * 10, r["status"]])
             continue
         mem = r["peak_cuda_mib"] if cuda else r["peak_rss_mib"]
         out.append(
@@ -676,6 +701,7 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
                 _fmt(r.get("ours_cpu_speedup"), ".2f"),
                 _fmt(mem, ".0f"),
                 _fmt(r["max_abs_diff"], ".1e"),
+                _fmt(r.get("top10_overlap"), ".2f"),
                 _fmt(100 * r["mfu"], ".1f") + "%",
                 _fmt(None if r["others_cpu"] is None else 100 * r["others_cpu"], ".0f") + "%",
                 r.get("note", ""),
