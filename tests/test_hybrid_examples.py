@@ -70,8 +70,10 @@ def check(
     order = sorted(range(len(fused)), key=lambda i: (-fused[i], i))[:top_n]
     assert [r[0] for r in got] == order
     for index, shown_p, shown_fused, _ in got:
-        assert shown_p == pytest.approx(p_yes[index], abs=5e-5)
-        assert shown_fused == pytest.approx(fused[index], abs=5e-5)
+        assert shown_p == pytest.approx(
+            p_yes[index], abs=5e-5 + 2e-5
+        )  # 4 decimals shown, plus batch rounding
+        assert shown_fused == pytest.approx(fused[index], abs=5e-5 + 2e-5)
     return got
 
 
