@@ -113,6 +113,17 @@ class _Linear:
 
 
 @dataclass(frozen=True)
+class _HeadNorm:
+    """A per-head RMSNorm followed by the rotary embedding, with the norm's weight
+    ``(heads, head_dim)`` in float32 and that weight with its halves swapped: the
+    weight is folded into the rotary tables (:meth:`LeanForward._norm_rotate`)."""
+
+    weight: Any
+    swapped: Any
+    eps: float
+
+
+@dataclass(frozen=True)
 class _Layer:
     """One decoder layer's modules and its projections."""
 
@@ -126,9 +137,17 @@ class _Layer:
     o: _Linear
     gate_up: _Linear
     down: _Linear
-    qk_norm_weight: Any | None
-    """``(heads + kv_heads, head_dim)``: the query and key norms' weights, one row a head,
-    so both are normalised in one pass (``None`` when their epsilons differ)."""
+    input_norm: Any | None
+    """The input norm's weight, or ``None`` where it is folded into the projections that
+    read the norm's output (packed weights: one pass over the hidden states less)."""
+    post_norm: Any | None
+    """The post-attention norm's weight, or ``None`` where it is folded (as ``input_norm``)."""
+    q_heads: _HeadNorm
+    """The query heads' norm."""
+    k_heads: _HeadNorm
+    """The key heads' norm."""
+    qk_heads: _HeadNorm | None
+    """Query and key heads normalised in one pass (``None`` when their epsilons differ)."""
     split: tuple[int, int, int]
     """Output sizes of the query, key and value projections."""
 
@@ -200,6 +219,12 @@ def _share(modules: list[Any], weight: Any, bias: Any | None, torch: Any) -> Non
         start = stop
 
 
+def _fold(weight: Any, norm_weight: Any) -> Any:
+    """``weight`` (``(out, in)``) with the columns scaled by ``norm_weight`` (``(in,)``),
+    computed in float32 and rounded once to ``weight``'s dtype."""
+    return (weight.float() * norm_weight.float()).to(weight.dtype)
+
+
 def _trim_heap() -> None:
     """Give freed heap pages back to the OS (glibc keeps them: without this, the released
     weights of a 0.6B model stayed resident, ~2 GB). A no-op where there is no glibc."""
@@ -254,7 +279,9 @@ class LeanForward:
 
     def _prepare(self, layer: Any, *, last: bool) -> _Layer:
         """The projections of ``layer``: fused query/key/value for all but the last
-        layer, separate query and key/value for the last one (:meth:`_layer`)."""
+        layer, separate query and key/value for the last one (:meth:`_layer`). With
+        packed weights, the input and post-attention norms' weights are folded into the
+        projections that read them (``W @ (w * x) = (W * w) @ x``)."""
         torch = self._torch
         attn, mlp = layer.self_attn, layer.mlp
         qkv_modules = [getattr(attn, n) for n in _FUSED]
@@ -267,6 +294,11 @@ class LeanForward:
         nq = split[0]
         qkv_w, qkv_b = _stack(qkv_modules, torch)
         gate_up_w, gate_up_b = _stack(gate_up_modules, torch)
+        input_norm = layer.input_layernorm.weight.detach()
+        post_norm = layer.post_attention_layernorm.weight.detach()
+        if self.packed:
+            qkv_w, gate_up_w = _fold(qkv_w, input_norm), _fold(gate_up_w, post_norm)
+            input_norm = post_norm = None
         linear = self._linear
         qkv = q = kv = None
         if last:
@@ -284,73 +316,95 @@ class LeanForward:
         else:
             _share(qkv_modules, qkv_w, qkv_b, torch)
             _share(gate_up_modules, gate_up_w, gate_up_b, torch)
-        qk_norm = None
-        if attn.q_norm.variance_epsilon == attn.k_norm.variance_epsilon:
-            qk_norm = torch.cat(
-                [
-                    attn.q_norm.weight.detach().expand(self._heads, -1),
-                    attn.k_norm.weight.detach().expand(self._kv_heads, -1),
-                ]
+        q_heads = self._head_norm(attn.q_norm, self._heads)
+        k_heads = self._head_norm(attn.k_norm, self._kv_heads)
+        qk_heads = None
+        if q_heads.eps == k_heads.eps:
+            qk_heads = _HeadNorm(
+                torch.cat([q_heads.weight, k_heads.weight]),
+                torch.cat([q_heads.swapped, k_heads.swapped]),
+                q_heads.eps,
             )
-        return _Layer(layer, qkv, q, kv, o, gate_up, down, qk_norm, split)
+        return _Layer(
+            layer,
+            qkv,
+            q,
+            kv,
+            o,
+            gate_up,
+            down,
+            input_norm,
+            post_norm,
+            q_heads,
+            k_heads,
+            qk_heads,
+            split,
+        )
+
+    def _head_norm(self, norm: Any, heads: int) -> _HeadNorm:
+        weight = norm.weight.detach().float().expand(heads, -1).contiguous()
+        half = weight.shape[-1] // 2
+        swapped = self._torch.cat((weight[:, half:], weight[:, :half]), dim=-1)
+        return _HeadNorm(weight, swapped, float(norm.variance_epsilon))
 
     # ------------------------------------------------------------------ steps
-    def _normalise(self, x: Any, weight: Any, eps: float, *, keep_float: bool = False) -> Any:
-        """Qwen3 RMSNorm: normalised and scaled in float32, returned in the weights' dtype
-        (the input of the next projection), or in float32 with ``keep_float``."""
-        y = self._scaled(x.float(), eps)
-        if weight.dtype == y.dtype:
-            return y.mul_(weight)
-        y = y.mul_(weight.float())
-        return y if keep_float else y.to(weight.dtype)
+    def _inverse_rms(self, x: Any, eps: float) -> Any:
+        """``1 / rms(x)`` over the last dimension, in float32, with a kept last dimension."""
+        x = x.float()
+        return x.square().mean(-1, keepdim=True).add_(eps).rsqrt_()
 
-    def _scaled(self, x: Any, eps: float) -> Any:
-        """``x / rms(x)`` (float32 in, float32 out): Qwen3 RMSNorm without its weight, in
-        three passes over ``x`` (``F.rms_norm`` on CPU runs as five separate ops)."""
-        torch = self._torch
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    def _norm(self, x: Any, weight: Any | None, eps: float) -> Any:
+        """Qwen3 RMSNorm of the float32 residual stream ``x``, computed in float32 and
+        returned in the weights' dtype (the input of the next projection). ``weight=None``:
+        the weight is folded into that projection (:func:`_fold`)."""
+        scale = self._inverse_rms(x, eps)
+        if weight is None:
+            return self._torch.mul(x, scale, out=x.new_empty(x.shape, dtype=self._dtype))
+        return (x * scale).mul_(weight.float()).to(self._dtype)
 
     def _final_norm(self, x: Any) -> Any:
         """The decoder's final norm, kept in float32: the score is computed from a float32
         hidden state whatever the weights' dtype."""
         norm = self._decoder.norm
-        return self._scaled(x.float(), norm.variance_epsilon).mul_(norm.weight.float())
-
-    def _norm(self, x: Any, norm: Any) -> Any:
-        return self._normalise(x, norm.weight, norm.variance_epsilon)
-
-    def _rotate(self, x: Any, rope: _Rope) -> Any:
-        """``x`` (``(batch, positions, heads, head_dim)``) rotated by ``rope``."""
-        half = x.shape[-1] // 2
-        swapped = self._torch.cat((x[..., half:], x[..., :half]), dim=-1)
-        return self._torch.addcmul(x * rope.cos, swapped, rope.signed_sin)
+        x = x.float()
+        return (x * self._inverse_rms(x, norm.variance_epsilon)).mul_(norm.weight.float())
 
     def _split_heads(self, x: Any, heads: int) -> Any:
         return x.view(x.shape[0], x.shape[1], heads, self._head_dim)
+
+    def _norm_rotate(self, x: Any, norm: _HeadNorm, rope: _Rope) -> Any:
+        """Per-head RMSNorm, then the rotary embedding, of ``x``
+        (``(batch, positions, heads, head_dim)``), in float32 with one rounding to the
+        weights' dtype at the end (Qwen3's own code rounds after each step).
+
+        With ``n = x / rms(x)`` and ``rot(z) = z * cos + swap_halves(z) * signed_sin``:
+        ``rot(n * w) = (x * (w * cos) + swap_halves(x) * (swap_halves(w) * signed_sin))
+        / rms(x)``, so the weight ``w`` joins the (small) rotary tables and ``x`` is read
+        by three passes, not the nine of norm, weight and rotation one after the other."""
+        torch = self._torch
+        x = x.float()
+        cos = rope.cos * norm.weight
+        sin = rope.signed_sin * norm.swapped
+        half = x.shape[-1] // 2
+        out = x * cos
+        out[..., :half].addcmul_(x[..., half:], sin[..., :half])
+        out[..., half:].addcmul_(x[..., :half], sin[..., half:])
+        scale = self._inverse_rms(x, norm.eps)
+        return torch.mul(out, scale, out=out.new_empty(out.shape, dtype=self._dtype))
 
     def _queries_keys(self, layer: _Layer, qk: Any, rope: _Rope) -> tuple[Any, Any]:
         """Per-head normalised and rotated queries and keys of ``qk`` (the query and key
         columns of the fused projection), each ``(batch, positions, heads, head_dim)``;
         normalised and rotated in one pass where the two norms share their epsilon."""
-        attn = layer.module.self_attn
-        if layer.qk_norm_weight is None:
+        if layer.qk_heads is None:
             q, k = qk.split(layer.split[:2], dim=-1)
-            return self._norm_rotate(q, self._heads, attn.q_norm, rope), self._norm_rotate(
-                k, self._kv_heads, attn.k_norm, rope
+            return (
+                self._norm_rotate(self._split_heads(q, self._heads), layer.q_heads, rope),
+                self._norm_rotate(self._split_heads(k, self._kv_heads), layer.k_heads, rope),
             )
         both = self._split_heads(qk, self._heads + self._kv_heads)
-        eps = attn.q_norm.variance_epsilon
-        both = self._normalise(both, layer.qk_norm_weight, eps, keep_float=True)
-        both = self._rotate(both, rope).to(self._dtype)
+        both = self._norm_rotate(both, layer.qk_heads, rope)
         return both[:, :, : self._heads], both[:, :, self._heads :]
-
-    def _norm_rotate(self, x: Any, heads: int, norm: Any, rope: _Rope) -> Any:
-        """Per-head norm and rotary embedding, both in float32 (one rounding to the weights'
-        dtype at the end, where Qwen3's own code rounds after each step)."""
-        x = self._normalise(
-            self._split_heads(x, heads), norm.weight, norm.variance_epsilon, keep_float=True
-        )
-        return self._rotate(x, rope).to(self._dtype)
 
     def _project_kv(self, layer: _Layer, h: Any) -> tuple[Any, Any]:
         """Key and value of ``h`` (no query)."""
@@ -360,11 +414,12 @@ class LeanForward:
         return k, v
 
     def _mlp(self, layer: _Layer, x: Any) -> Any:
-        """``down(act(gate(x)) * up(x))``: the activation is computed out of place, so the
-        down projection gets a contiguous input, and the product is taken in place in it."""
+        """``down(act(gate(x)) * up(x))``: the activation is computed in place in the
+        gate's columns and the product out of place, so the down projection gets a
+        contiguous input."""
         gate, up = layer.gate_up(x).chunk(2, dim=-1)
-        active = self._f.silu(gate) if self._silu else layer.module.mlp.act_fn(gate)
-        return layer.down(active.mul_(up))
+        active = self._f.silu(gate, inplace=True) if self._silu else layer.module.mlp.act_fn(gate)
+        return layer.down(self._torch.mul(active, up))
 
     def _attend(self, q: Any, keys: Any, values: Any, chunks: list[_Chunk], scale: float) -> Any:
         """Attention of ``q`` (``(batch, heads, rows, head_dim)``) over ``keys`` and
@@ -397,7 +452,8 @@ class LeanForward:
         position per row), only those positions leave the layer: ``(batch, 1, hidden)``."""
         torch, module = self._torch, layer.module
         attn = module.self_attn
-        h = self._norm(x, module.input_layernorm)
+        eps = module.input_layernorm.variance_epsilon
+        h = self._norm(x, layer.input_norm, eps)
         nq, nk, _ = layer.split
         if last is None:
             if layer.qkv is None:
@@ -412,8 +468,8 @@ class LeanForward:
                 raise AssertionError("only the last layer runs on the last positions")
             q = layer.q(h[rows, last][:, None])
             k, v = self._project_kv(layer, h)
-            q = self._norm_rotate(q, self._heads, attn.q_norm, rope.at(last))
-            k = self._norm_rotate(k, self._kv_heads, attn.k_norm, rope)
+            q = self._norm_rotate(self._split_heads(q, self._heads), layer.q_heads, rope.at(last))
+            k = self._norm_rotate(self._split_heads(k, self._kv_heads), layer.k_heads, rope)
         q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = self._split_heads(v, self._kv_heads).transpose(1, 2)
         keys, values = k, v
@@ -424,7 +480,8 @@ class LeanForward:
         out = self._attend(q, keys, values, chunks, attn.scaling)
         out = out.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)
         x = x + layer.o(out)
-        x += self._mlp(layer, self._norm(x, module.post_attention_layernorm))
+        post = module.post_attention_layernorm
+        x += self._mlp(layer, self._norm(x, layer.post_norm, post.variance_epsilon))
         return x, k, v
 
     def _embed(self, ids: Any, start: int) -> tuple[Any, _Rope]:
@@ -476,9 +533,9 @@ class LeanForward:
 
     def _last_kv(self, layer: _Layer, x: Any, rope: _Rope) -> tuple[Any, Any]:
         """Keys and values alone of the last layer (its output is never read)."""
-        attn = layer.module.self_attn
-        k, v = self._project_kv(layer, self._norm(x, layer.module.input_layernorm))
-        k = self._norm_rotate(k, self._kv_heads, attn.k_norm, rope)
+        eps = layer.module.input_layernorm.variance_epsilon
+        k, v = self._project_kv(layer, self._norm(x, layer.input_norm, eps))
+        k = self._norm_rotate(self._split_heads(k, self._kv_heads), layer.k_heads, rope)
         return k.transpose(1, 2), self._split_heads(v, self._kv_heads).transpose(1, 2)
 
     def last_hidden(self, rows: list[list[int]], prefix: Prefix | None, *, pad_id: int) -> Any:
