@@ -15,6 +15,10 @@ the same arithmetic (RMSNorm in float32, rotary embedding from the model's own
   ``(tail, prefix + tail)`` causal mask, and padding never reaches a real token;
 - the query/key/value projections and the MLP's gate/up projections are fused into
   one matrix product each;
+- with packed weights, the input and post-attention norms' weights are folded into
+  the projections that read them, and the SiLU and the gated product run in the MLP
+  products' epilogues; the per-head q/k norm and the rotary embedding are one float32
+  pass, the norm's weight folded into the rotary tables;
 - on CPU, every projection runs on oneDNN with its weight packed once at load
   (:func:`onednn_available`; 1.08-1.59x the FLOP/s of the default BLAS on the
   shapes measured in ``docs/benchmarks.md``). The packed copies replace the
