@@ -43,6 +43,9 @@ DEVIATION_SLACK = 1e-5
 
 
 def _runs(data: Any) -> list[dict[str, Any]]:
+    """The reports of ``data``: one config's report, or ``{"reports": [...]}`` (a matrix)."""
+    if isinstance(data, dict) and "reports" in data:
+        return list(data["reports"])
     return data if isinstance(data, list) else [data]
 
 

@@ -46,7 +46,7 @@ def test_table_marks_each_target_and_the_deviation(tmp_path: Path) -> None:
         _run("0.6b", [_row("a", "ours", 1.2, 0.01), _row("a", "vllm-default", 1.0, 0.01)]),
     ]
     path = tmp_path / "result.json"
-    path.write_text(json.dumps(data))
+    path.write_text(json.dumps({"reports": data}))  # as ``--config cpu-matrix`` writes it
     out = subprocess.run(
         [sys.executable, str(SCRIPT), str(path)], capture_output=True, text=True, check=True
     ).stdout
