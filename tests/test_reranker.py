@@ -161,14 +161,17 @@ def test_instruction_config_and_per_call(tiny_model_dir: Path, rr: Qwen3Reranker
     custom = "Given a question, find passages written in Chinese"
     configured = Qwen3Reranker(model=str(tiny_model_dir), instruction=custom)
     per_call = rr.score(QUERY, DOCS, instruction=custom)
-    assert configured.score(QUERY, DOCS) == pytest.approx(per_call, abs=1e-6)
+    # ``rr`` batches 4 documents at most, ``configured`` all of them: float32 rounding
+    # depends on the batch shape (~1e-6), so the same prompts agree within the parity
+    # bound (1e-5), while a different instruction moves the scores by more than 1e-4.
+    assert configured.score(QUERY, DOCS) == pytest.approx(per_call, abs=1e-5)
     assert rr.score(QUERY, DOCS, instruction=DEFAULT_INSTRUCTION) == pytest.approx(
         rr.score(QUERY, DOCS), abs=1e-6
     )
     assert max(abs(a - b) for a, b in zip(per_call, rr.score(QUERY, DOCS), strict=True)) > 1e-4
     # the per-call instruction beats the configured one
     assert configured.score(QUERY, DOCS, instruction=DEFAULT_INSTRUCTION) == pytest.approx(
-        rr.score(QUERY, DOCS), abs=1e-6
+        rr.score(QUERY, DOCS), abs=1e-5
     )
 
 
