@@ -150,8 +150,7 @@ def swiglu_fusable(dtype: Any) -> bool:
     import torch
 
     try:
-        x = torch.linspace(-2, 2, 24, dtype=dtype).reshape(2, 3, 4)
-        w = torch.linspace(1, -1, 20, dtype=dtype).reshape(5, 4)
+        x, w = _probe_operands(dtype)
         reorder = torch.ops.mkldnn._reorder_linear_weight
         fused = _SwiGLU(_Linear(reorder(w), None, True), _Linear(reorder(w.flip(0)), None, True))
         want = torch.nn.functional.silu(x.float() @ w.float().T) * (x.float() @ w.flip(0).float().T)
@@ -188,8 +187,9 @@ class _Layer:
     whole gated product fused (:class:`_SwiGLU`)."""
     down: _Linear
     input_norm: Any | None
-    """The input norm's weight, or ``None`` where it is folded into the projections that
-    read the norm's output (packed weights: one pass over the hidden states less)."""
+    """The input norm's weight in float32, or ``None`` where it is folded into the
+    projections that read the norm's output (packed weights: one pass over the hidden
+    states less)."""
     post_norm: Any | None
     """The post-attention norm's weight, or ``None`` where it is folded (as ``input_norm``)."""
     q_heads: _HeadNorm
@@ -202,6 +202,16 @@ class _Layer:
     """Output sizes of the query, key and value projections."""
 
 
+def _probe_operands(dtype: Any) -> tuple[Any, Any]:
+    """A small input ``(2, 3, 4)`` and weight ``(5, 4)`` in ``dtype``, for the capability
+    probes of the oneDNN operators."""
+    import torch
+
+    x = torch.linspace(-1, 1, 24, dtype=dtype).reshape(2, 3, 4)
+    w = torch.linspace(1, -1, 20, dtype=dtype).reshape(5, 4)
+    return x, w
+
+
 def onednn_available(dtype: Any) -> bool:
     """Whether this torch runs packed oneDNN linear layers in ``dtype`` on CPU, checked
     on a small product (private ``torch.ops.mkldnn`` operators, as TorchInductor uses)."""
@@ -210,8 +220,7 @@ def onednn_available(dtype: Any) -> bool:
     try:
         if not torch.backends.mkldnn.is_available():  # type: ignore[no-untyped-call]
             return False
-        x = torch.linspace(-1, 1, 24, dtype=dtype).reshape(2, 3, 4)
-        w = torch.linspace(1, -1, 20, dtype=dtype).reshape(5, 4)
+        x, w = _probe_operands(dtype)
         packed = torch.ops.mkldnn._reorder_linear_weight(w)
         got = torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
         return bool(torch.allclose(got, torch.nn.functional.linear(x, w), atol=1e-2))
@@ -270,9 +279,9 @@ def _share(modules: list[Any], weight: Any, bias: Any | None, torch: Any) -> Non
 
 
 def _fold(weight: Any, norm_weight: Any) -> Any:
-    """``weight`` (``(out, in)``) with the columns scaled by ``norm_weight`` (``(in,)``),
-    computed in float32 and rounded once to ``weight``'s dtype."""
-    return (weight.float() * norm_weight.float()).to(weight.dtype)
+    """``weight`` (``(out, in)``) with the columns scaled by ``norm_weight`` (``(in,)``,
+    float32), computed in float32 and rounded once to ``weight``'s dtype."""
+    return (weight.float() * norm_weight).to(weight.dtype)
 
 
 def _trim_heap() -> None:
@@ -346,8 +355,8 @@ class LeanForward:
         nq = split[0]
         qkv_w, qkv_b = _stack(qkv_modules, torch)
         gate_up_w, gate_up_b = _stack(gate_up_modules, torch)
-        input_norm = layer.input_layernorm.weight.detach()
-        post_norm = layer.post_attention_layernorm.weight.detach()
+        input_norm = layer.input_layernorm.weight.detach().float()
+        post_norm = layer.post_attention_layernorm.weight.detach().float()
         if self.packed:
             qkv_w, gate_up_w = _fold(qkv_w, input_norm), _fold(gate_up_w, post_norm)
             input_norm = post_norm = None
@@ -359,13 +368,15 @@ class LeanForward:
         else:
             qkv = linear(qkv_w, qkv_b)
         o = linear(attn.o_proj.weight.detach(), _detached(attn.o_proj.bias))
-        gate_up: _Linear | _SwiGLU = linear(gate_up_w, gate_up_b)
+        gate_up: _Linear | _SwiGLU
         if self._swiglu:
             n = gate_up_modules[0].out_features
             gate_up = _SwiGLU(
                 linear(gate_up_w[:n], None if gate_up_b is None else gate_up_b[:n]),
                 linear(gate_up_w[n:], None if gate_up_b is None else gate_up_b[n:]),
             )
+        else:
+            gate_up = linear(gate_up_w, gate_up_b)
         down = linear(mlp.down_proj.weight.detach(), _detached(mlp.down_proj.bias))
         if self.packed:
             _release([*qkv_modules, attn.o_proj, *gate_up_modules, mlp.down_proj], torch)
@@ -420,7 +431,7 @@ class LeanForward:
         scale = self._inverse_rms(x, eps)
         if weight is None:
             return self._torch.mul(x, scale, out=x.new_empty(x.shape, dtype=self._dtype))
-        return (x * scale).mul_(weight.float()).to(self._dtype)
+        return (x * scale).mul_(weight).to(self._dtype)
 
     def _final_norm(self, x: Any) -> Any:
         """The decoder's final norm, kept in float32: the score is computed from a float32
