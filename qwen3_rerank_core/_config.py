@@ -138,7 +138,9 @@ class RerankConfig:
     dtype: str | None = field(
         default=None,
         metadata=_doc(
-            "``float32``, ``bfloat16``, ``float16`` or ``auto``; ``None``: bf16 on CUDA, else fp32."
+            "``float32``, ``bfloat16``, ``float16`` or ``auto``; ``None``: bf16 on CUDA; on CPU "
+            "the checkpoint's bf16 where the CPU computes it natively, else fp32 "
+            "(``docs/scoring.md``)."
         ),
     )
     max_batch_tokens: int | None = field(
@@ -166,6 +168,14 @@ class RerankConfig:
     attn_implementation: str | None = field(
         default=None,
         metadata=_doc("``sdpa``, ``flash_attention_2`` or ``eager`` attention; ``None`` picks."),
+    )
+    compile: bool = field(
+        default=False,
+        metadata=_doc(
+            "Run the lean forward's layers under ``torch.compile`` (transformers backend): "
+            "faster calls (CPU bf16: ``docs/benchmarks.md``) after a one-off compile at the "
+            "first calls (tens of seconds; needs a C++ compiler on CPU)."
+        ),
     )
 
     # remote backend
@@ -225,10 +235,15 @@ class RerankConfig:
         if self.max_batch_tokens is not None:
             _check_int("max_batch_tokens", self.max_batch_tokens, 1)
         _check_int("max_batch_size", self.max_batch_size, 1)
-        for flag in ("show_progress", "reuse_prefix", "local_files_only"):
+        for flag in ("show_progress", "reuse_prefix", "local_files_only", "compile"):
             if not isinstance(getattr(self, flag), bool):
                 raise TypeError(f"{flag} must be a bool, got {getattr(self, flag)!r}")
         _check_optional_str("attn_implementation", self.attn_implementation)
+        if self.compile and self.backend in ("vllm", "remote"):
+            raise ValueError(
+                f"compile=True is a setting of the transformers backend, not of "
+                f"backend={self.backend!r} (vLLM compiles its own forward)"
+            )
         self._check_base_url()
         _check_optional_str("api_key", self.api_key, secret=True)
         _check_positive_float("timeout", self.timeout)

@@ -80,6 +80,7 @@ NOT_ADAPTER_FIELDS: Mapping[str, str] = {
             "reuse_prefix",
             "local_files_only",
             "attn_implementation",
+            "compile",
             "timeout",
             "max_retries",
             "max_docs_per_request",

@@ -50,6 +50,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from ._lean_ops import attention, opaque_ops, swiglu
+
 __all__ = [
     "ATTENTION_CHUNK",
     "ATTENTION_CHUNK_BF16",
@@ -122,9 +124,11 @@ class _Linear:
     def __call__(self, x: Any) -> Any:
         import torch
 
-        if self.packed:
-            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
-        return torch.nn.functional.linear(x, self.weight, self.bias)
+        if not self.packed:
+            return torch.nn.functional.linear(x, self.weight, self.bias)
+        if torch.compiler.is_compiling():
+            return torch.ops.qwen3_rerank.linear(x, self.weight, self.bias)
+        return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
 
 
 @dataclass(frozen=True)
@@ -139,9 +143,11 @@ class _SwiGLU:
     def __call__(self, x: Any) -> Any:
         import torch
 
-        mkldnn = torch.ops.mkldnn
-        gate = mkldnn._linear_pointwise(x, self.gate.weight, self.gate.bias, "swish", [], "")
-        return mkldnn._linear_pointwise.binary(x, gate, self.up.weight, self.up.bias, "mul")
+        if torch.compiler.is_compiling():
+            return torch.ops.qwen3_rerank.swiglu(
+                x, self.gate.weight, self.gate.bias, self.up.weight, self.up.bias
+            )
+        return swiglu(x, self.gate.weight, self.gate.bias, self.up.weight, self.up.bias)
 
 
 def swiglu_fusable(dtype: Any) -> bool:
@@ -241,17 +247,6 @@ class _Rope:
         return _Rope(self.cos[0, index][:, None], self.signed_sin[0, index][:, None])
 
 
-@dataclass(frozen=True)
-class _Chunk:
-    """Query rows ``[start, stop)``, which see the first ``keys`` keys through ``mask``
-    (``None``: plain causal attention, ``keys == stop``)."""
-
-    start: int
-    stop: int
-    keys: int
-    mask: Any | None
-
-
 def _stack(modules: list[Any], torch: Any) -> tuple[Any, Any | None]:
     """The weights (and biases, zeros where a module has none) of ``modules`` stacked
     on the output dimension."""
@@ -304,9 +299,11 @@ def _release(modules: list[Any], torch: Any) -> None:
 class LeanForward:
     """Last-position hidden states of a Qwen3 decoder (see the module docstring)."""
 
-    def __init__(self, decoder: Any, *, pack: bool | None = None) -> None:
+    def __init__(self, decoder: Any, *, pack: bool | None = None, compile: bool = False) -> None:
         """``pack``: run the projections on oneDNN with packed weights; ``None`` packs on
-        CPU where :func:`onednn_available`."""
+        CPU where :func:`onednn_available`. ``compile``: run each layer under
+        ``torch.compile`` (TorchInductor fuses the element-wise work between the
+        products; the first calls compile, see :attr:`compiled`)."""
         import torch
         import torch.nn.functional as functional
 
@@ -331,6 +328,14 @@ class LeanForward:
         self._layers = [
             self._prepare(layer, last=i == n_layers - 1) for i, layer in enumerate(decoder.layers)
         ]
+        self._chunk = self._attention_chunk(weight.device)
+        self.compiled = bool(compile)
+        """Whether the layers run under ``torch.compile`` (``dynamic=True``: one graph
+        for every batch shape, compiled at the first calls)."""
+        self._run_layer: Any = self._layer
+        if self.compiled:
+            opaque_ops()  # registered before tracing: the compiled graph calls them
+            self._run_layer = torch.compile(self._layer, dynamic=True)
 
     def _linear(self, weight: Any, bias: Any | None) -> _Linear:
         if not self.packed:
@@ -440,6 +445,15 @@ class LeanForward:
         x = x.float()
         return (x * self._inverse_rms(x, norm.variance_epsilon)).mul_(norm.weight.float())
 
+    def _residual_add(self, x: Any, delta: Any) -> Any:
+        """``x + delta``, in place when eager: the residual stream is this forward's own
+        tensor, and a new one a step costs fresh pages. Compiled, out of place: the
+        compiler fuses the sum into the next step, where mutating the layer's input
+        would cost a copy back into it."""
+        if self._torch.compiler.is_compiling():
+            return x + delta
+        return x.add_(delta)
+
     def _split_heads(self, x: Any, heads: int) -> Any:
         return x.view(x.shape[0], x.shape[1], heads, self._head_dim)
 
@@ -494,22 +508,15 @@ class LeanForward:
         active = self._f.silu(gate, inplace=True) if self._silu else layer.module.mlp.act_fn(gate)
         return layer.down(self._torch.mul(active, up))
 
-    def _attend(self, q: Any, keys: Any, values: Any, chunks: list[_Chunk], scale: float) -> Any:
-        """Attention of ``q`` (``(batch, heads, rows, head_dim)``) over ``keys`` and
-        ``values``, one SDPA call a chunk of query rows."""
-        outs = [
-            self._f.scaled_dot_product_attention(
-                q[:, :, c.start : c.stop],
-                keys[:, :, : c.keys],
-                values[:, :, : c.keys],
-                attn_mask=c.mask,
-                is_causal=c.mask is None,
-                scale=scale,
-                enable_gqa=self._heads != self._kv_heads,
+    def _attend(self, q: Any, keys: Any, values: Any, mask: Any | None, scale: float) -> Any:
+        """:func:`~._lean_ops.attention` (an opaque operator under the compiler):
+        ``(batch, rows, heads, head_dim)``."""
+        gqa = self._heads != self._kv_heads
+        if self._torch.compiler.is_compiling():
+            return self._torch.ops.qwen3_rerank.attention(
+                q, keys, values, mask, scale, gqa, self._chunk
             )
-            for c in chunks
-        ]
-        return outs[0] if len(outs) == 1 else self._torch.cat(outs, dim=2)
+        return attention(q, keys, values, mask, scale, gqa=gqa, chunk=self._chunk)
 
     def _layer(
         self,
@@ -517,12 +524,14 @@ class LeanForward:
         x: Any,
         rope: _Rope,
         past: tuple[Any, Any] | None,
-        chunks: list[_Chunk],
         last: Any | None = None,
+        seen: Any | None = None,
     ) -> tuple[Any, Any, Any]:
         """One decoder layer. Returns the new hidden states and this layer's keys and
-        values (``(batch, kv_heads, positions, head_dim)``). With ``last`` (one
-        position per row), only those positions leave the layer: ``(batch, 1, hidden)``."""
+        values (``(batch, kv_heads, positions, head_dim)``). Attention is causal; with
+        ``last`` (one position per row), only those positions leave the layer
+        (``(batch, 1, hidden)``), their query seeing the keys ``seen`` (``(batch, 1, 1,
+        keys)``)."""
         torch, module = self._torch, layer.module
         attn = module.self_attn
         eps = module.input_layernorm.variance_epsilon
@@ -550,11 +559,13 @@ class LeanForward:
             batch = x.shape[0]
             keys = torch.cat([past[0].expand(batch, -1, -1, -1), k], dim=2)
             values = torch.cat([past[1].expand(batch, -1, -1, -1), v], dim=2)
-        out = self._attend(q, keys, values, chunks, attn.scaling)
-        out = out.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)
-        x.add_(layer.o(out))  # in place: the residual stream is this forward's own tensor
+        out = self._attend(q, keys, values, seen, attn.scaling)
+        out = out.reshape(x.shape[0], x.shape[1], -1)
+        x = self._residual_add(x, layer.o(out))
         post = module.post_attention_layernorm
-        x += self._mlp(layer, self._norm(x, layer.post_norm, post.variance_epsilon))
+        x = self._residual_add(
+            x, self._mlp(layer, self._norm(x, layer.post_norm, post.variance_epsilon))
+        )
         return x, k, v
 
     def _embed(self, ids: Any, start: int) -> tuple[Any, _Rope]:
@@ -569,23 +580,13 @@ class LeanForward:
         signed_sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
         return x, _Rope(cos[:, :, None], signed_sin[:, :, None])
 
-    def _causal_chunks(self, rows: int, n_past: int, device: Any) -> list[_Chunk]:
-        """Query rows that follow ``n_past`` cached positions, in chunks of
-        :data:`ATTENTION_CHUNK` rows on CPU (:data:`ATTENTION_CHUNK_BF16` in bfloat16; one
-        chunk elsewhere); row ``i`` sees keys ``0 .. n_past + i``."""
+    def _attention_chunk(self, device: Any) -> int:
+        """Query rows per causal attention call: :data:`ATTENTION_CHUNK` on CPU
+        (:data:`ATTENTION_CHUNK_BF16` in bfloat16); ``0`` (one call) elsewhere."""
         torch = self._torch
-        size = rows
-        if torch.device(device).type == "cpu":
-            size = ATTENTION_CHUNK_BF16 if self._dtype == torch.bfloat16 else ATTENTION_CHUNK
-        if rows <= size and not n_past:
-            return [_Chunk(0, rows, rows, None)]
-        chunks = []
-        for start in range(0, rows, size):
-            stop = min(rows, start + size)
-            keys = torch.arange(n_past + stop, device=device)
-            own = torch.arange(n_past + start, n_past + stop, device=device)
-            chunks.append(_Chunk(start, stop, n_past + stop, keys[None] <= own[:, None]))
-        return chunks
+        if torch.device(device).type != "cpu":
+            return 0
+        return ATTENTION_CHUNK_BF16 if self._dtype == torch.bfloat16 else ATTENTION_CHUNK
 
     # ------------------------------------------------------------------ API
     def prefix(self, ids: list[int]) -> Prefix:
@@ -598,10 +599,9 @@ class LeanForward:
         device = self._decoder.embed_tokens.weight.device
         with torch.inference_mode():
             x, rope = self._embed(torch.tensor([ids], dtype=torch.long, device=device), 0)
-            chunks = self._causal_chunks(len(ids), 0, device)
             kv = []
             for layer in self._layers[:-1]:
-                x, k, v = self._layer(layer, x, rope, None, chunks)
+                x, k, v = self._run_layer(layer, x, rope, None)
                 kv.append((k, v))
             kv.append(self._last_kv(self._layers[-1], x, rope))
         return Prefix(len(ids), kv)
@@ -628,14 +628,12 @@ class LeanForward:
         last = torch.tensor([len(r) - 1 for r in rows], device=device)
         with torch.inference_mode():
             x, rope = self._embed(ids.to(device), n_past)
-            chunks = self._causal_chunks(width, n_past, device)
             # The last layer's one query a row sees the keys up to its own position.
             seen = torch.arange(n_past + width, device=device)[None] <= (last + n_past)[:, None]
-            last_chunks = [_Chunk(0, 1, n_past + width, seen[:, None, None])]
             for i, layer in enumerate(self._layers):
                 past = prefix.kv[i] if prefix is not None else None
                 if i < len(self._layers) - 1:
-                    x, _, _ = self._layer(layer, x, rope, past, chunks)
+                    x, _, _ = self._run_layer(layer, x, rope, past)
                 else:
-                    x, _, _ = self._layer(layer, x, rope, past, last_chunks, last)
+                    x, _, _ = self._run_layer(layer, x, rope, past, last, seen[:, None, None])
             return self._final_norm(x[:, 0])

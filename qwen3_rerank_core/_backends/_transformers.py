@@ -51,6 +51,7 @@ from .._prompt import EncodedGroup, PromptEncoder, p_yes
 from .._stats import counters_of
 from ._base import Backend, Group, progress_bar
 from ._lean import LeanForward, Prefix, lean_unsupported
+from ._lean_ops import missing_cpp_compiler
 
 __all__ = [
     "CHUNK_CHARS",
@@ -415,7 +416,8 @@ class TransformersBackend(Backend):
         if self._lean is None:
             return "left-padded batches"
         weights = "oneDNN packed weights" if self._lean.packed else "dense weights"
-        return f"lean forward, {weights}"
+        compiled = ", compiled (torch.compile, at the first calls)" if self._lean.compiled else ""
+        return f"lean forward, {weights}{compiled}"
 
     def _lean_forward(self, attn: str, wanted: bool | None) -> LeanForward | None:
         """The lean forward where it is wanted and supports the model, else ``None``."""
@@ -423,11 +425,23 @@ class TransformersBackend(Backend):
             return None
         reason = lean_unsupported(self._decoder, attn)
         if reason is None:
-            return LeanForward(self._decoder)
+            return LeanForward(self._decoder, compile=self._compile_wanted())
         if wanted:
             raise ValueError(f"lean=True, but the lean forward cannot run this model: {reason}")
         logger.info("transformers forward, not the lean one: %s", reason)
+        if self._config.compile:
+            logger.warning("compile=True is not applied: it compiles the lean forward (%s)", reason)
         return None
+
+    def _compile_wanted(self) -> bool:
+        """``config.compile``, unless this CPU has no C++ compiler for TorchInductor (then
+        a warning, and the layers run eagerly)."""
+        if not self._config.compile or self.device.type != "cpu":
+            return self._config.compile
+        missing = missing_cpp_compiler()
+        if missing:
+            logger.warning("compile=True is not applied: %s", missing)
+        return not missing
 
     def _pick_attention(self) -> str:
         if self.device.type == "cuda":
