@@ -50,7 +50,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from ._lean_ops import attention, opaque_ops, swiglu
+from ._lean_ops import attention, compiled, swiglu
 
 __all__ = [
     "ATTENTION_CHUNK",
@@ -332,10 +332,7 @@ class LeanForward:
         self.compiled = bool(compile)
         """Whether the layers run under ``torch.compile`` (``dynamic=True``: one graph
         for every batch shape, compiled at the first calls)."""
-        self._run_layer: Any = self._layer
-        if self.compiled:
-            opaque_ops()  # registered before tracing: the compiled graph calls them
-            self._run_layer = torch.compile(self._layer, dynamic=True)
+        self._run_layer: Any = compiled(self._layer) if self.compiled else self._layer
 
     def _linear(self, weight: Any, bias: Any | None) -> _Linear:
         if not self.packed:

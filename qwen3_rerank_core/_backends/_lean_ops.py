@@ -22,10 +22,19 @@ Example (the eager functions, on a small input)::
 from __future__ import annotations
 
 import functools
+import warnings
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
-__all__ = ["attention", "causal_masks", "missing_cpp_compiler", "opaque_ops", "swiglu"]
+__all__ = [
+    "attention",
+    "causal_masks",
+    "compiled",
+    "missing_cpp_compiler",
+    "opaque_ops",
+    "swiglu",
+]
 
 
 def swiglu(x: Any, gate: Any, gate_bias: Any | None, up: Any, up_bias: Any | None) -> Any:
@@ -152,3 +161,18 @@ def missing_cpp_compiler() -> str | None:
     except Exception as exc:  # torch raises several kinds here (InvalidCxxCompiler, OSError)
         return f"TorchInductor finds no C++ compiler for the CPU ({exc}); install g++ or clang"
     return None
+
+
+def compiled(layer: Callable[..., Any]) -> Callable[..., Any]:
+    """``layer`` under ``torch.compile(dynamic=True)`` (one graph for every batch shape),
+    with :func:`opaque_ops` registered first: the graph calls them."""
+    import torch
+
+    opaque_ops()
+    with warnings.catch_warnings():
+        # Importing Inductor warns about torch's own use of torch.jit (torch 2.13).
+        warnings.filterwarnings(
+            "ignore", r"`torch\.jit\.script_method` is deprecated", DeprecationWarning
+        )
+        import torch._inductor.compile_fx
+    return torch.compile(layer, dynamic=True)
