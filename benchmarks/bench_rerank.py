@@ -50,7 +50,16 @@ from workloads import CONCURRENCY, WORKLOADS, Workload, make_workload
 
 logger = logging.getLogger("bench_rerank")
 
-DEFAULT_CONTENDERS = ("recipe", "ours", "ours-tuned", "st", "vllm", "vllm-default", "ours-vllm")
+DEFAULT_CONTENDERS = (
+    "recipe",
+    "ours",
+    "ours-tuned",
+    "ours-compiled",
+    "st",
+    "vllm",
+    "vllm-default",
+    "ours-vllm",
+)
 #: Matmul rates measured with ``--dtype default`` (rows compute in either).
 RATE_DTYPES = ("float32", "bfloat16")
 #: The CPU matrix (``--config cpu-matrix``): shapes no default can be tuned to alone.
@@ -66,6 +75,7 @@ LABELS = {
     "recipe-fp32": "model-card recipe, float32 (reference)",
     "ours": "ours (transformers, defaults)",
     "ours-tuned": "ours (transformers, tuned)",
+    "ours-compiled": "ours (transformers, compile=True)",
     "st": "sentence-transformers CrossEncoder",
     "vllm": "vLLM (in-process)",
     "vllm-default": "vLLM (in-process, prefix cache on)",

