@@ -220,6 +220,12 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--local-files-only", action="store_true", help="never contact the model hub")
     g.add_argument(
+        "--compile",
+        action="store_true",
+        help="transformers backend: compile the layers with torch.compile (faster calls after "
+        "a one-off compile of tens of seconds: for long runs such as eval)",
+    )
+    g.add_argument(
         "--cache",
         default=None,
         metavar="PATH",
@@ -411,12 +417,16 @@ def _reranker(args: argparse.Namespace) -> Qwen3Reranker:
         raise UsageError(f"--base-url is for --backend remote, not --backend {backend}")
     if args.prompt_format and backend != "remote":
         raise UsageError("--prompt-format is for --backend remote")
+    if args.compile and backend != "transformers":
+        raise UsageError(f"--compile is for --backend transformers, not --backend {backend}")
     settings: dict[str, Any] = {
         "model": args.model,
         "backend": backend,
         "show_progress": sys.stderr.isatty() if args.progress is None else args.progress,
         "local_files_only": args.local_files_only,
     }
+    if args.compile:
+        settings["compile"] = True
     if backend != "remote":
         settings.update(_local_model(args.model, args.local_files_only))
     optional = {

@@ -203,6 +203,26 @@ def test_remote_options_reach_the_config(
     assert config.max_length == 1024
 
 
+def test_compile_flag_reaches_the_config(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, model: str
+) -> None:
+    import qwen3_rerank_core._reranker as reranker_module
+
+    seen: list[Qwen3Reranker] = []
+
+    class Recorder(Qwen3Reranker):
+        def rerank(self, query: str, documents: object, **kwargs: object) -> list[Any]:
+            seen.append(self)
+            return []
+
+    monkeypatch.setattr(reranker_module, "Qwen3Reranker", Recorder)
+    assert run(capsys, "rerank", QUERY, "doc", "-m", model, "-f", "json")[0] == 0
+    assert run(capsys, "rerank", QUERY, "doc", "-m", model, "--compile", "-f", "json")[0] == 0
+    assert [r.config.compile for r in seen] == [False, True]
+    rc, _, err = run(capsys, "rerank", QUERY, "doc", "--base-url", "http://a:8000", "--compile")
+    assert rc == 2 and "--compile is for --backend transformers, not --backend remote" in err
+
+
 # ---------------------------------------------------------------------- help
 @pytest.mark.parametrize("command", [[], ["rerank"], ["eval"], ["vllm-command"], ["bench"]])
 def test_help_has_examples(
