@@ -50,16 +50,8 @@ from workloads import CONCURRENCY, WORKLOADS, Workload, make_workload
 
 logger = logging.getLogger("bench_rerank")
 
-DEFAULT_CONTENDERS = (
-    "recipe",
-    "ours",
-    "ours-tuned",
-    "ours-compiled",
-    "st",
-    "vllm",
-    "vllm-default",
-    "ours-vllm",
-)
+#: Every contender but the float32 recipe, which runs anyway as the reference where needed.
+DEFAULT_CONTENDERS = tuple(c for c in ALL_CONTENDERS if c != "recipe-fp32")
 #: Matmul rates measured with ``--dtype default`` (rows compute in either).
 RATE_DTYPES = ("float32", "bfloat16")
 #: The CPU matrix (``--config cpu-matrix``): shapes no default can be tuned to alone.

@@ -175,10 +175,9 @@ def test_model_load_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert "ModelLoadError" in err and "/nonexistent/model" in err
 
 
-def test_remote_options_reach_the_config(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """--base-url implies the remote backend; the API key comes from the environment."""
+@pytest.fixture
+def recorded(monkeypatch: pytest.MonkeyPatch) -> list[Qwen3Reranker]:
+    """The rerankers the CLI builds from now on (their ``rerank`` returns nothing)."""
     import qwen3_rerank_core._reranker as reranker_module
 
     seen: list[Qwen3Reranker] = []
@@ -189,6 +188,15 @@ def test_remote_options_reach_the_config(
             return []
 
     monkeypatch.setattr(reranker_module, "Qwen3Reranker", Recorder)
+    return seen
+
+
+def test_remote_options_reach_the_config(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    recorded: list[Qwen3Reranker],
+) -> None:
+    """--base-url implies the remote backend; the API key comes from the environment."""
     monkeypatch.setenv("QWEN3_RERANK_API_KEY", "sk-secret")
     monkeypatch.setenv("QWEN3_RERANK_MODEL", "qwen3-reranker")
     rc, out, _ = run(
@@ -196,7 +204,7 @@ def test_remote_options_reach_the_config(
         "--prompt-format", "server", "--max-length", "1024", "-f", "json",
     )  # fmt: skip
     assert rc == 0 and json.loads(out) == []
-    config = seen[0].config
+    config = recorded[0].config
     assert config.backend == "remote" and config.model == "qwen3-reranker"
     assert config.base_urls == ("http://a:8000", "http://b:8000")
     assert config.api_key == "sk-secret" and config.prompt_format == "server"
@@ -204,21 +212,11 @@ def test_remote_options_reach_the_config(
 
 
 def test_compile_flag_reaches_the_config(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, model: str
+    capsys: pytest.CaptureFixture[str], recorded: list[Qwen3Reranker], model: str
 ) -> None:
-    import qwen3_rerank_core._reranker as reranker_module
-
-    seen: list[Qwen3Reranker] = []
-
-    class Recorder(Qwen3Reranker):
-        def rerank(self, query: str, documents: object, **kwargs: object) -> list[Any]:
-            seen.append(self)
-            return []
-
-    monkeypatch.setattr(reranker_module, "Qwen3Reranker", Recorder)
     assert run(capsys, "rerank", QUERY, "doc", "-m", model, "-f", "json")[0] == 0
     assert run(capsys, "rerank", QUERY, "doc", "-m", model, "--compile", "-f", "json")[0] == 0
-    assert [r.config.compile for r in seen] == [False, True]
+    assert [r.config.compile for r in recorded] == [False, True]
     rc, _, err = run(capsys, "rerank", QUERY, "doc", "--base-url", "http://a:8000", "--compile")
     assert rc == 2 and "--compile is for --backend transformers, not --backend remote" in err
 
