@@ -3,9 +3,9 @@
 The compiled layers must give the eager scores: to float rounding in float32 (the
 parity bound, 1e-5), and as close to the float32 recipe as the eager forward in
 bfloat16. One compiled graph serves every batch shape (``dynamic=True``): a later call
-with other widths and batch sizes compiles nothing. Where it cannot apply (no C++
-compiler, a model the lean forward does not run), a warning says so and the scores
-come from the eager forward.
+with other widths and batch sizes compiles nothing, nor does a second reranker. Where
+it cannot apply (no C++ compiler, a model the lean forward does not run), a warning
+says so and the scores come from the eager forward.
 """
 
 from __future__ import annotations
@@ -67,6 +67,9 @@ def test_compiled_float32_scores_equal_the_eager_ones(
         graphs = _unique_graphs()
         got_others = compiled.score(QUERY, others)
         assert _unique_graphs() == graphs  # other shapes: no new graph
+    with Qwen3Reranker(model=str(tiny_model_dir), compile=True, **settings) as second:
+        assert _largest(second.score(QUERY, others), want_others) <= 1e-5
+        assert _unique_graphs() == graphs  # another instance reuses the graphs
     assert _largest(got, want) <= 1e-5
     assert _largest(got_others, want_others) <= 1e-5
 
