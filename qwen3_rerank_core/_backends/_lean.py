@@ -53,7 +53,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from ._lean_ops import attention, compiled, swiglu
+from ._lean_ops import attention, compiled, packed_linear, swiglu
 
 __all__ = [
     "ATTENTION_CHUNK",
@@ -131,7 +131,7 @@ class _Linear:
             return torch.nn.functional.linear(x, self.weight, self.bias)
         if torch.compiler.is_compiling():
             return torch.ops.qwen3_rerank.linear(x, self.weight, self.bias)
-        return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+        return packed_linear(x, self.weight, self.bias)
 
 
 @dataclass(frozen=True)
@@ -231,7 +231,7 @@ def onednn_available(dtype: Any) -> bool:
             return False
         x, w = _probe_operands(dtype)
         packed = torch.ops.mkldnn._reorder_linear_weight(w)
-        got = torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+        got = packed_linear(x, packed, None)
         return bool(torch.allclose(got, torch.nn.functional.linear(x, w), atol=1e-2))
     except (AttributeError, RuntimeError, TypeError):
         return False

@@ -9,7 +9,7 @@ attention stay the kernels measured fastest here: packed oneDNN products (with t
 and the gated product in their epilogues) and the chunked SDPA below. Inductor cannot
 lower calls to packed weights itself (a ``LoweringException`` on
 ``mkldnn._linear_pointwise``), so they reach it as the custom operators of
-:func:`opaque_ops`, which call the same functions as the eager path.
+:func:`register_opaque_ops`, which call the same functions as the eager path.
 
 Example (the eager functions, on a small input)::
 
@@ -24,7 +24,6 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import Any
 
 __all__ = [
@@ -32,9 +31,18 @@ __all__ = [
     "causal_masks",
     "compiled",
     "missing_cpp_compiler",
-    "opaque_ops",
+    "packed_linear",
+    "register_opaque_ops",
     "swiglu",
 ]
+
+
+def packed_linear(x: Any, weight: Any, bias: Any | None) -> Any:
+    """``x @ W.T + bias`` with ``weight`` packed for oneDNN
+    (``torch.ops.mkldnn._reorder_linear_weight``)."""
+    import torch
+
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
 def swiglu(x: Any, gate: Any, gate_bias: Any | None, up: Any, up_bias: Any | None) -> Any:
@@ -99,15 +107,12 @@ def attention(
 
 
 @functools.cache
-def opaque_ops() -> SimpleNamespace:
-    """The packed product, :func:`swiglu` and :func:`attention` as custom operators
-    (``torch.ops.qwen3_rerank.*``, registered once a process), opaque to the compiler:
-    ``linear(x, weight, bias)``, ``swiglu(x, gate, gate_bias, up, up_bias)`` and
-    ``attention(q, keys, values, mask, scale, gqa, chunk)``."""
+def register_opaque_ops() -> None:
+    """Register :func:`packed_linear`, :func:`swiglu` and :func:`attention` as custom
+    operators opaque to the compiler (once a process): ``torch.ops.qwen3_rerank.linear(x,
+    weight, bias)``, ``.swiglu(x, gate, gate_bias, up, up_bias)`` and ``.attention(q, keys,
+    values, mask, scale, gqa, chunk)``."""
     import torch
-
-    def packed_linear(x: Any, weight: Any, bias: Any | None) -> Any:
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
     def shape_of_linear(x: Any, weight: Any, bias: Any | None) -> Any:
         return x.new_empty((*x.shape[:-1], weight.shape[0]))
@@ -148,7 +153,6 @@ def opaque_ops() -> SimpleNamespace:
         "int chunk) -> Tensor",
     )
     attend.register_fake(shape_of_attention)
-    return SimpleNamespace(linear=linear, swiglu=fused, attention=attend)
 
 
 def missing_cpp_compiler() -> str | None:
@@ -165,10 +169,10 @@ def missing_cpp_compiler() -> str | None:
 
 def compiled(layer: Callable[..., Any]) -> Callable[..., Any]:
     """``layer`` under ``torch.compile(dynamic=True)`` (one graph for every batch shape),
-    with :func:`opaque_ops` registered first: the graph calls them."""
+    with :func:`register_opaque_ops` first: the graph calls those operators."""
     import torch
 
-    opaque_ops()
+    register_opaque_ops()
     with warnings.catch_warnings():
         # Importing Inductor warns about torch's own use of torch.jit (torch 2.13).
         warnings.filterwarnings(
