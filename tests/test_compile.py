@@ -124,6 +124,28 @@ def test_compile_applies_to_the_lean_forward_only(
         )
 
 
+@pytest.mark.parametrize(
+    ("option", "reason"),
+    [({"lean": False}, "lean=False"), ({"packed": True}, "batches run as packed rows")],
+)
+def test_every_path_that_drops_compile_warns(
+    tiny_model_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+    option: dict[str, bool],
+    reason: str,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="qwen3_rerank_core"):
+        rr = Qwen3Reranker(
+            model=str(tiny_model_dir), device="cpu", compile=True, backend_options=option
+        ).load()
+    with rr:
+        assert rr._backend._lean is None  # type: ignore[union-attr]
+        assert f"compile=True is not applied: it compiles the lean forward ({reason}" in (
+            caplog.text
+        )
+        assert len(rr.score(QUERY, ["a", "b"])) == 2
+
+
 def test_missing_cpp_compiler_reports_torch_s_reason(monkeypatch: pytest.MonkeyPatch) -> None:
     from torch._inductor import cpp_builder
 

@@ -420,14 +420,18 @@ class TransformersBackend(Backend):
         return f"lean forward, {weights}{compiled}"
 
     def _lean_forward(self, attn: str, wanted: bool | None) -> LeanForward | None:
-        """The lean forward where it is wanted and supports the model, else ``None``."""
-        if self._packed or wanted is False:
-            return None
-        reason = lean_unsupported(self._decoder, attn)
-        if reason is None:
-            return LeanForward(self._decoder, compile=self._compile_wanted())
-        if wanted:
-            raise ValueError(f"lean=True, but the lean forward cannot run this model: {reason}")
+        """The lean forward where it is wanted and supports the model, else ``None`` (and
+        a warning where ``compile=True`` is thereby dropped: it compiles the lean forward)."""
+        if self._packed:
+            reason = f"batches run as packed rows (attention {attn!r})"
+        elif wanted is False:
+            reason = "lean=False"
+        else:
+            reason = lean_unsupported(self._decoder, attn)
+            if reason is None:
+                return LeanForward(self._decoder, compile=self._compile_wanted())
+            if wanted:
+                raise ValueError(f"lean=True, but the lean forward cannot run this model: {reason}")
         logger.info("transformers forward, not the lean one: %s", reason)
         if self._config.compile:
             logger.warning("compile=True is not applied: it compiles the lean forward (%s)", reason)
