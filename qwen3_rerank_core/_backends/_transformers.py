@@ -422,6 +422,7 @@ class TransformersBackend(Backend):
     def _lean_forward(self, attn: str, wanted: bool | None) -> LeanForward | None:
         """The lean forward where it is wanted and supports the model, else ``None`` (and
         a warning where ``compile=True`` is thereby dropped: it compiles the lean forward)."""
+        reason: str | None
         if self._packed:
             reason = f"batches run as packed rows (attention {attn!r})"
         elif wanted is False:
