@@ -46,7 +46,7 @@ from contenders import (
     VLLM_CONTENDERS,
     run_worker,
 )
-from workloads import CONCURRENCY, WORKLOADS, Workload, make_workload
+from workloads import CONCURRENCY, WORKLOADS, Workload, make_workload, max_abs_diff
 
 logger = logging.getLogger("bench_rerank")
 
@@ -503,7 +503,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 peak_rss_mib=res["peak_rss"] / 2**20,
                 others_cpu=res.get("others_cpu"),
                 peak_cuda_mib=res["peak_cuda"] / 2**20 if "peak_cuda" in res else None,
-                max_abs_diff=_max_diff(res["scores"], ref),
+                max_abs_diff=max_abs_diff(res["scores"], ref),
                 top10_overlap=_top_k_overlap(res["scores"], ref),
                 model_flops_per_s=2 * n_params * tokens / res["best_s"],
                 note=res.get("note", ""),
@@ -628,16 +628,6 @@ def _skip_reason(name: str, args: argparse.Namespace) -> str | None:
         if name == "ours-vllm" and not (REPO / "qwen3_rerank_core/_backends/_vllm.py").exists():
             return "qwen3_rerank_core has no vllm backend yet"
     return None
-
-
-def _max_diff(scores: list[list[float]], ref: list[list[float]] | None) -> float | None:
-    if ref is None:
-        return None
-    flat = [x for group in scores for x in group]
-    flat_ref = [x for group in ref for x in group]
-    if len(flat) != len(flat_ref):
-        return math.inf
-    return max((abs(a - b) for a, b in zip(flat, flat_ref, strict=True)), default=0.0)
 
 
 #: Top-k of each query compared with the reference's (``top10_overlap``).

@@ -63,7 +63,7 @@ for _p in (str(HERE), str(REPO)):
         sys.path.insert(0, _p)
 
 from checkpoints import TOKENIZER_FILES, build_checkpoint, full_config, non_embedding_params  # noqa: E402
-from workloads import WORKLOADS, Workload, make_workload  # noqa: E402
+from workloads import WORKLOADS, Workload, make_workload, max_abs_diff  # noqa: E402
 
 logger = logging.getLogger("gpu_check")
 #: When this process started (the run's time limit counts from here, imports included).
@@ -242,16 +242,6 @@ def _peak_mib(device: str) -> float:
 
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _max_diff(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]] | None) -> float | None:
-    if b is None:
-        return None
-    flat_a = [x for g in a for x in g]
-    flat_b = [x for g in b for x in g]
-    if len(flat_a) != len(flat_b):
-        return math.inf
-    return max((abs(x - y) for x, y in zip(flat_a, flat_b, strict=True)), default=0.0)
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -641,12 +631,12 @@ def section_correctness(ctx: Context) -> dict[str, Any]:
     }
     if device.startswith("cuda"):
         # fp32 on the GPU against fp32 on the CPU: the GPU's own fp32 arithmetic.
-        out["recipe_fp32_cuda_vs_cpu"] = _max_diff(
+        out["recipe_fp32_cuda_vs_cpu"] = max_abs_diff(
             ref32, _recipe_scores(tiny, "cpu", "float32", groups)
         )
     ctx.guard.check("recipe bf16")
     ref16 = _recipe_scores(tiny, device, "bfloat16", groups)
-    recipe_bf16_dev = _max_diff(ref16, ref32)
+    recipe_bf16_dev = max_abs_diff(ref16, ref32)
     out["recipe_bf16_vs_recipe_fp32"] = recipe_bf16_dev
     variants: dict[str, Any] = {}
     out["variants"] = variants
@@ -655,12 +645,12 @@ def section_correctness(ctx: Context) -> dict[str, Any]:
             ctx.guard.check(f"{variant} {dtype}")
             res = _ours_variant(tiny, device, dtype, variant, groups)
             scores = res.pop("scores")
-            dev = _max_diff(scores, ref32)
+            dev = max_abs_diff(scores, ref32)
             row = {**res, "max_abs_diff_vs_recipe_fp32": dev}
             if dtype == "float32":
                 row["pass"] = dev is not None and dev <= FP32_TOLERANCE
             else:
-                row["max_abs_diff_vs_recipe_bf16"] = _max_diff(scores, ref16)
+                row["max_abs_diff_vs_recipe_bf16"] = max_abs_diff(scores, ref16)
                 row["recipe_bf16_vs_recipe_fp32"] = recipe_bf16_dev
                 row["ratio_to_recipe_bf16"] = (
                     dev / recipe_bf16_dev if dev is not None and recipe_bf16_dev else None
@@ -729,7 +719,7 @@ def _rows_of(
             )
             for ref in refs:
                 ref_res = results.get(ref, {}).get("workloads", {}).get(wl.name, {})
-                row[f"max_abs_diff_vs_{ref}"] = _max_diff(res["scores"], ref_res.get("scores"))
+                row[f"max_abs_diff_vs_{ref}"] = max_abs_diff(res["scores"], ref_res.get("scores"))
     return rows
 
 

@@ -267,3 +267,17 @@ def token_stats(workload: Workload, tokenizer: Any) -> dict[str, float]:
         "mean": math.fsum(lengths) / len(lengths),
         "max": float(max(lengths)),
     }
+
+
+def max_abs_diff(
+    scores: Sequence[Sequence[float]], reference: Sequence[Sequence[float]] | None
+) -> float | None:
+    """Largest ``|score - reference|`` over a workload's groups of scores (``None``
+    without a reference; ``inf`` when the two hold different numbers of scores)."""
+    if reference is None:
+        return None
+    flat = [x for group in scores for x in group]
+    flat_ref = [x for group in reference for x in group]
+    if len(flat) != len(flat_ref):
+        return math.inf
+    return max((abs(a - b) for a, b in zip(flat, flat_ref, strict=True)), default=0.0)

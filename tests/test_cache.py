@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from shared_backend import SharedBackend
 
 import qwen3_rerank_core._reranker as reranker_module
 from qwen3_rerank_core import CacheStore, Qwen3Reranker, RerankConfig
-from qwen3_rerank_core._backends import Backend, Group
+from qwen3_rerank_core._backends import Backend
 from qwen3_rerank_core._cache import (
     KEY_PREFIX,
     MemoryStore,
@@ -37,7 +38,6 @@ from qwen3_rerank_core._cache import (
     SQLiteStore,
     model_identity,
 )
-from qwen3_rerank_core._stats import attach_counters, counters_of
 
 pytest.importorskip("transformers")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -68,27 +68,6 @@ def model(tiny_model_dir: Path) -> str:
 def reference(tiny_reranker: Qwen3Reranker) -> list[float]:
     """Uncached scores of DOCS (float32, CPU)."""
     return tiny_reranker.score(QUERY, DOCS)
-
-
-class SharedBackend(Backend):
-    """The session's loaded tiny model behind a new reranker: no load per test, and a
-    record of every document scored; closing it leaves the model to the session."""
-
-    def __init__(self, inner: Backend, seen: list[str]) -> None:
-        self.inner = inner
-        self.seen = seen
-
-    def score_groups(
-        self, groups: Sequence[Group], instruction: str, *, show_progress: bool = False
-    ) -> list[list[float]]:
-        for _, docs in groups:
-            self.seen.extend(docs)
-        previous = counters_of(self.inner)
-        attach_counters(self.inner, counters_of(self))
-        try:
-            return self.inner.score_groups(groups, instruction)
-        finally:
-            attach_counters(self.inner, previous)
 
 
 @pytest.fixture

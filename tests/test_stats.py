@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from shared_backend import SharedBackend
 
 import qwen3_rerank_core._reranker as reranker_module
 from qwen3_rerank_core import Qwen3Reranker, RerankConfig, RerankStats
-from qwen3_rerank_core._backends import Backend, Group
+from qwen3_rerank_core._backends import Backend
 from qwen3_rerank_core._stats import (
     LATENCY_WINDOW,
     BackendCounters,
@@ -167,23 +168,6 @@ def test_backend_counters_attach_and_detach() -> None:
 
 
 # ---------------------------------------------------------------- the CLI and events
-class SharedBackend(Backend):
-    """The session's loaded tiny model behind a new reranker (no load per test)."""
-
-    def __init__(self, inner: Backend) -> None:
-        self.inner = inner
-
-    def score_groups(
-        self, groups: Sequence[Group], instruction: str, *, show_progress: bool = False
-    ) -> list[list[float]]:
-        previous = counters_of(self.inner)
-        attach_counters(self.inner, counters_of(self))
-        try:
-            return self.inner.score_groups(groups, instruction)
-        finally:
-            attach_counters(self.inner, previous)
-
-
 @pytest.fixture
 def shared_model(tiny_reranker: Qwen3Reranker, monkeypatch: pytest.MonkeyPatch) -> None:
     inner = tiny_reranker._get_backend()
