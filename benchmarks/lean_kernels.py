@@ -7,6 +7,10 @@
 2. **Causal attention with a cached prefix**: one SDPA call with the whole
    ``(rows, prefix + rows)`` mask against calls over chunks of query rows that each see
    only the keys up to their last row (``ATTENTION_CHUNK``).
+3. **The attention kernel's rate against the products'** (bfloat16, ``--rates``): SDPA's
+   GFLOP/s by sequence length and head size, causal and not, beside a bf16 product's,
+   both measured in the same run: how far below the products' rate the CPU attention
+   kernel runs at the lengths a reranker's rows have (a few hundred tokens).
 
 Each figure is the best of ``--repeat`` timings; both contenders of a line run back to back,
 so compare within a line. Example::
@@ -128,6 +132,43 @@ def attention_rows(cases: list[tuple[int, int, int, int, int]], repeat: int) -> 
     return lines
 
 
+def attention_rates(dims: list[int], lengths: list[int], repeat: int) -> list[str]:
+    """SDPA's GFLOP/s in bfloat16 (8 heads, ``2048 / length`` rows of ``length`` tokens
+    each, no mask), causal (half the products counted) and full, against
+    ``nn.Linear(1024, 3072)`` on 2048 rows."""
+    import torch
+    import torch.nn.functional as F
+
+    dtype = torch.bfloat16
+    x, w = torch.randn(2048, 1024, dtype=dtype), torch.randn(3072, 1024, dtype=dtype)
+    product = 2 * 2048 * 1024 * 3072 / best_seconds(lambda: F.linear(x, w), repeat) / 1e9
+    lines = [
+        f"bfloat16 product rate (2048 x 1024 -> 3072): {product:.0f} GFLOP/s",
+        "",
+        "| head size | tokens a row | rows | causal GFLOP/s | full GFLOP/s | causal / product |",
+        "|---|---|---|---|---|---|",
+    ]
+    for dim in dims:
+        for length in lengths:
+            rows = max(1, 2048 // length)
+            q, k, v = (torch.randn(rows, 8, length, dim, dtype=dtype) for _ in range(3))
+            rates = []
+            for causal in (True, False):
+                seconds = best_seconds(
+                    lambda c=causal, q=q, k=k, v=v: F.scaled_dot_product_attention(
+                        q, k, v, is_causal=c
+                    ),
+                    repeat,
+                )
+                flops = 4 * rows * 8 * length * length * dim * (0.5 if causal else 1.0)
+                rates.append(flops / seconds / 1e9)
+            lines.append(
+                f"| {dim} | {length} | {rows} | {rates[0]:.0f} | {rates[1]:.0f} | "
+                f"{rates[0] / product:.2f} |"
+            )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2)
@@ -135,10 +176,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", default="300,2048", help="rows of one linear call")
     p.add_argument("--repeat", type=int, default=10)
     p.add_argument("--smoke", action="store_true", help="tiny attention cases (tests)")
+    p.add_argument("--rates", action="store_true", help="only section 3: attention rates in bf16")
     args = p.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.rates:
+        lengths = [64, 128] if args.smoke else [128, 256, 512, 1024, 2048]
+        print(f"torch {torch.__version__}, {args.threads} threads\n")
+        print("\n".join(attention_rates([64, 128], lengths, args.repeat)))
+        return 0
     print(f"torch {torch.__version__}, {args.threads} threads, float32\n")
     rows = [int(r) for r in args.rows.split(",")]
     print("\n".join(linear_rows(args.configs.split(","), rows, args.repeat)))

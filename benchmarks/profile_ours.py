@@ -2,7 +2,8 @@
 
 One warm ``score`` call timed, the tokenization alone, then one call under
 ``torch.profiler`` (ops by self CPU time, and their shares by kind: linear layers,
-attention, element-wise) and one under ``cProfile`` (Python functions by own time);
+attention, element-wise), one under ``cProfile`` (Python functions by own time) and one
+with the lean forward's steps timed (:func:`time_by_step`);
 20 documents of ~300 tokens. The profiled calls run the backend on this thread
 (``score`` may hand the work to the cross-call batching thread, which the profiler
 would not see). By default the checkpoint is saved in bfloat16, as the released ones
@@ -19,7 +20,9 @@ import io
 import pstats
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 REPO = Path(__file__).resolve().parents[1]
@@ -79,6 +82,8 @@ def main() -> int:
     out = io.StringIO()
     pstats.Stats(prof_py, stream=out).sort_stats("tottime").print_stats(15)
     print(out.getvalue())
+    if backend._lean is not None:
+        print_steps(time_by_step(call))
     rr.close()
     return 0
 
@@ -88,6 +93,56 @@ KINDS = {
     "linear layers": ("mkldnn::_linear_pointwise", "aten::addmm", "aten::mm", "aten::linear"),
     "attention": ("aten::_scaled_dot_product_flash_attention_for_cpu",),
 }
+
+
+#: The lean forward's steps timed by :func:`time_by_step`: (class, method, label).
+STEPS = (
+    ("LeanForward", "_attend", "attention (SDPA)"),
+    ("_SwiGLU", "__call__", "gate/up products + SwiGLU"),
+    ("_Linear", "__call__", "qkv, o, down products"),
+    ("LeanForward", "_norm_rotate", "q/k norm + rotary"),
+    ("LeanForward", "_norm", "input/post norms"),
+    ("LeanForward", "_residual_add", "residual adds"),
+)
+
+
+def time_by_step(call: Callable[[], object]) -> tuple[float, dict[str, float]]:
+    """Wall seconds of one ``call`` and of each lean-forward step in it (:data:`STEPS`),
+    the step methods wrapped with timers for that call only."""
+    from qwen3_rerank_core._backends import _lean
+
+    spent: dict[str, float] = {label: 0.0 for _, _, label in STEPS}
+    originals = []
+    for cls_name, method, label in STEPS:
+        cls = getattr(_lean, cls_name)
+        original = getattr(cls, method)
+        originals.append((cls, method, original))
+
+        def timed(*a: Any, _f: Any = original, _label: str = label, **k: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return _f(*a, **k)
+            finally:
+                spent[_label] += time.perf_counter() - start
+
+        setattr(cls, method, timed)
+    try:
+        start = time.perf_counter()
+        call()
+        total = time.perf_counter() - start
+    finally:
+        for cls, method, original in originals:
+            setattr(cls, method, original)
+    return total, spent
+
+
+def print_steps(timed: tuple[float, dict[str, float]]) -> None:
+    """The table of :func:`time_by_step` (the rest: embedding, head, layouts, Python)."""
+    total, spent = timed
+    print("| step of the lean forward | ms | share |\n|---|---|---|")
+    for label, seconds in [*spent.items(), ("the rest", total - sum(spent.values()))]:
+        print(f"| {label} | {seconds * 1e3:.0f} | {100 * seconds / total:.0f} % |")
+    print(f"| the whole call | {total * 1e3:.0f} | 100 % |")
 
 
 def print_shares(events: object) -> None:

@@ -247,3 +247,53 @@ def test_lean_kernels_script_prints_both_tables(capsys: pytest.CaptureFixture[st
     assert len(attention) == 1
     timings = [float(cell) for cell in attention[0].strip("| ").split(" | ")[3:]]
     assert len(timings) == 4 and all(t > 0 for t in timings)  # one call, three chunk sizes
+
+
+def test_lean_kernels_rates_prints_attention_against_the_product_rate(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pytest.importorskip("torch")
+    spec = importlib.util.spec_from_file_location(
+        "lean_kernels", REPO / "benchmarks" / "lean_kernels.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--rates", "--smoke", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "bfloat16 product rate" in out
+    rows = [
+        line.strip("| ").split(" | ") for line in out.splitlines() if line[:4] in ("| 64", "| 12")
+    ]
+    assert [(r[0], r[1]) for r in rows] == [
+        ("64", "64"),
+        ("64", "128"),
+        ("128", "64"),
+        ("128", "128"),
+    ]
+    for r in rows:  # causal and full rates measured, and their share of the product rate
+        assert float(r[3]) > 0 and float(r[4]) > 0 and float(r[5]) >= 0
+
+
+def test_profile_ours_times_each_step_of_the_lean_forward(tiny_reranker: Any) -> None:
+    from qwen3_rerank_core import DEFAULT_INSTRUCTION
+    from qwen3_rerank_core._backends import _lean
+
+    spec = importlib.util.spec_from_file_location(
+        "profile_ours", REPO / "benchmarks" / "profile_ours.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    backend = tiny_reranker._get_backend()
+    assert backend._lean is not None
+    before = {(c, m): getattr(getattr(_lean, c), m) for c, m, _ in module.STEPS}
+    docs = ["alpha beta gamma " * n for n in range(1, 7)]
+    total, spent = module.time_by_step(
+        lambda: backend.score_groups([("a query", docs)], DEFAULT_INSTRUCTION)
+    )
+    assert set(spent) == {label for _, _, label in module.STEPS}
+    assert all(seconds > 0 for seconds in spent.values()), spent
+    assert sum(spent.values()) <= total
+    # The step methods are the module's own again afterwards.
+    assert {(c, m): getattr(getattr(_lean, c), m) for c, m, _ in module.STEPS} == before
