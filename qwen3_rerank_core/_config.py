@@ -239,7 +239,7 @@ class RerankConfig:
             if not isinstance(getattr(self, flag), bool):
                 raise TypeError(f"{flag} must be a bool, got {getattr(self, flag)!r}")
         _check_optional_str("attn_implementation", self.attn_implementation)
-        if self.compile and self.backend in ("vllm", "remote"):
+        if self.compile and not spec.compiles:
             raise ValueError(
                 f"compile=True is a setting of the transformers backend, not of "
                 f"backend={self.backend!r} (vLLM compiles its own forward)"

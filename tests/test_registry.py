@@ -20,6 +20,7 @@ from qwen3_rerank_core._backends import (
     BackendSpec,
     Group,
     backend_names,
+    backend_spec,
     register_backend,
     registered_backend,
     unregister_backend,
@@ -118,6 +119,20 @@ def test_spec_checks_options_and_required_settings() -> None:
             TypeError, match=r"takes only the backend_option 'scale', got \['colour'\]"
         ):
             rr.score(QUERY, DOCS)
+
+
+def test_compile_is_a_setting_of_the_backends_that_declare_it(
+    overlap_backend: BackendSpec,
+) -> None:
+    # overlap_backend does not declare ``compiles``: compile=True is refused for it.
+    with pytest.raises(ValueError, match="compile=True is a setting of the transformers backend"):
+        RerankConfig(backend=overlap_backend.name, compile=True)
+    spec = BackendSpec("compiler", lambda: OverlapBackend, summary="compiles", compiles=True)
+    with registered_backend(spec):
+        assert RerankConfig(backend="compiler", compile=True).compile is True
+    assert [n for n in ("transformers", "vllm", "remote") if backend_spec(n).compiles] == [
+        "transformers"
+    ]
 
 
 def test_import_failure_names_the_install_hint() -> None:

@@ -50,7 +50,9 @@ class BackendSpec:
     ``coalesce``: concurrent calls are merged into shared batches by one worker
     (:mod:`qwen3_rerank_core._coalesce`); for backends that run a model in this
     process one call at a time (transformers, vllm), not for servers that batch
-    themselves (remote). Off by default for registered backends.
+    themselves (remote). Off by default for registered backends. ``compiles``: the
+    backend honours ``compile=True`` (the transformers backend's lean forward);
+    :class:`~qwen3_rerank_core.RerankConfig` rejects that setting for the others.
     """
 
     name: str
@@ -60,6 +62,7 @@ class BackendSpec:
     options: tuple[str, ...] | None = ()
     install: str | None = None
     coalesce: bool = False
+    compiles: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -126,6 +129,7 @@ _BUILTIN = (
         options=("packed", "lean"),
         install='pip install "qwen3-rerank-core[transformers]"',
         coalesce=True,
+        compiles=True,
     ),
     BackendSpec(
         "vllm",
