@@ -111,29 +111,23 @@ def test_without_a_cpp_compiler_a_warning_and_the_eager_forward(
         assert len(rr.score(QUERY, ["a", "b"])) == 2
 
 
-def test_compile_applies_to_the_lean_forward_only(
-    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setattr(_transformers, "lean_unsupported", lambda *_: "a test reason")
-    with caplog.at_level(logging.WARNING, logger="qwen3_rerank_core"):
-        rr = Qwen3Reranker(model=str(tiny_model_dir), device="cpu", compile=True).load()
-    with rr:
-        assert rr._backend._lean is None  # type: ignore[union-attr]
-        assert "compile=True is not applied: it compiles the lean forward (a test reason)" in (
-            caplog.text
-        )
-
-
 @pytest.mark.parametrize(
     ("option", "reason"),
-    [({"lean": False}, "lean=False"), ({"packed": True}, "batches run as packed rows")],
+    [
+        ({}, "a test reason"),  # a model the lean forward does not run
+        ({"lean": False}, "lean=False"),
+        ({"packed": True}, "batches run as packed rows"),
+    ],
+    ids=["unsupported-model", "lean-off", "packed-rows"],
 )
 def test_every_path_that_drops_compile_warns(
     tiny_model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
     option: dict[str, bool],
     reason: str,
 ) -> None:
+    monkeypatch.setattr(_transformers, "lean_unsupported", lambda *_: "a test reason")
     with caplog.at_level(logging.WARNING, logger="qwen3_rerank_core"):
         rr = Qwen3Reranker(
             model=str(tiny_model_dir), device="cpu", compile=True, backend_options=option
