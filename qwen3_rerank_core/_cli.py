@@ -417,7 +417,7 @@ def _reranker(args: argparse.Namespace) -> Qwen3Reranker:
         raise UsageError(f"--base-url is for --backend remote, not --backend {backend}")
     if args.prompt_format and backend != "remote":
         raise UsageError("--prompt-format is for --backend remote")
-    if args.compile and backend != "transformers":
+    if args.compile and not backend_spec(backend).compiles:
         raise UsageError(f"--compile is for --backend transformers, not --backend {backend}")
     settings: dict[str, Any] = {
         "model": args.model,
