@@ -48,6 +48,8 @@ from contenders import (
 )
 from workloads import CONCURRENCY, WORKLOADS, Workload, make_workload, max_abs_diff
 
+from qwen3_rerank_core._backends._vml import resolve_vml_dispatch
+
 logger = logging.getLogger("bench_rerank")
 
 #: Every contender but the float32 recipe, which runs anyway as the reference where needed.
@@ -309,6 +311,9 @@ def _run_subprocess(
 def _worker_main(spec_file: str, out_file: str) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     spec = json.loads(Path(spec_file).read_text(encoding="utf-8"))
+    # Every contender's process, the peers' too: a deviation is never torch's first-call
+    # VML race (pytorch/pytorch#188792; ours resolves it when it loads, the peers do not).
+    resolve_vml_dispatch()
 
     def emit(result: dict[str, Any]) -> None:
         Path(out_file).write_text(json.dumps(result), encoding="utf-8")

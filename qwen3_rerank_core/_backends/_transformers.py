@@ -52,6 +52,7 @@ from .._stats import counters_of
 from ._base import Backend, Group, progress_bar
 from ._lean import LeanForward, Prefix, lean_unsupported
 from ._lean_ops import missing_cpp_compiler
+from ._vml import resolve_vml_dispatch
 
 __all__ = [
     "CHUNK_CHARS",
@@ -366,6 +367,9 @@ class TransformersBackend(Backend):
         (:func:`lean_unsupported`), ``False`` runs the transformers forward (for tests).
         """
         torch, transformers = _import_torch_transformers()
+        # Before anything runs threaded: the first forward's rotary table (cos, sin) is
+        # otherwise at risk of a low-accuracy chunk (see ``_vml``).
+        resolve_vml_dispatch()
         self._torch = torch
         self._config = config
         self.device = torch.device(config.device or default_device(torch))
