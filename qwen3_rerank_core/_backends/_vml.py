@@ -5,14 +5,14 @@ On CPU, torch sends contiguous float32 and float64 unary ops (``cos``, ``sin``, 
 oneMKL 2024.2, the version inside the torch 2.10-2.13 wheels, picks each VML function's
 kernel lazily, on its first call; when that first call runs on several threads at once,
 one thread can run a low-accuracy kernel over its whole chunk although full accuracy was
-asked for (pytorch/pytorch#188792, fixed upstream by this same warm-up). The next calls are
-right, so the damage is one tensor, once a process, at random.
+asked for (pytorch/pytorch#188792; the fix proposed there, pytorch/pytorch#188791, is this
+same warm-up inside torch). The next calls are right, so the damage is one tensor, once a
+process, at random.
 
 Here that tensor is the rotary table: Qwen3's ``cos`` of the positions is computed in
 float32 at the first forward, and a wrong chunk (errors of ~1.5e-4 on half the positions)
-moved p(yes) by up to ~1e-4 in the exact float32 mode, in about one fresh process in five
-on a loaded 2-core machine, and never in a process that had called each function once
-first (``benchmarks/vml_race.py`` counts both). :func:`resolve_vml_dispatch` makes that
+moved p(yes) by up to ~1e-4 in the exact float32 mode, in 4 to 8 of 40 fresh processes on
+a loaded 2-core machine, and in none that had called each function once first (``benchmarks/vml_race.py`` counts both). :func:`resolve_vml_dispatch` makes that
 first call: one element, so it runs on the calling thread alone.
 
 Example::
