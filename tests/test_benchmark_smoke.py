@@ -286,3 +286,17 @@ def test_profile_ours_times_each_step_of_the_lean_forward(tiny_reranker: Any) ->
     assert sum(spent.values()) <= total
     # The step methods are the module's own again afterwards.
     assert {(c, m): getattr(getattr(_lean, c), m) for c, m, _ in module.STEPS} == before
+
+
+def test_vml_race_counts_both_conditions_against_a_warm_reference(
+    tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    module = _load_script("vml_race")
+    assert module.main(["--model", str(tiny_model_dir), "--processes", "1", "--busy", "0"]) == 0
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    rows = {cells[0]: cells[1:] for cells in (line.strip("| ").split(" | ") for line in table[1:])}
+    assert set(rows) == {"warm", "cold"}
+    # One process each; a warm process scores exactly like the warm reference.
+    assert rows["warm"] == ["1", "0", "0.0e+00"]
+    assert rows["cold"][0] == "1"
+    assert module.tally("cold", [0.0, 2e-6]).off == 1
