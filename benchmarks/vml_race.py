@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--busy", type=int, default=os.cpu_count() or 1, help="load processes")
     p.add_argument("--child", choices=("warm", "cold"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.processes < 1 or args.busy < 0:
+        p.error(f"--processes must be >= 1 and --busy >= 0 (got {args.processes}, {args.busy})")
     if args.child:
         print(json.dumps(score_in_this_process(args.model, warm=args.child == "warm")))
         return 0
