@@ -63,16 +63,13 @@ def require_vllm_venv() -> Path:
     pytest.skip(reason)
 
 
-#: Holds the ``sitecustomize`` that resolves torch's VML dispatch in every vLLM process.
-VLLM_SITE = Path(__file__).resolve().parent / "vllm_site"
-
-
 def vllm_env() -> dict[str, str]:
-    """Environment for vLLM processes: CPU KV cache of 1 GiB, offline, loopback only, and
-    torch's VML dispatch resolved at start (:data:`VLLM_SITE`)."""
+    """Environment for vLLM processes: CPU KV cache of 1 GiB, offline, loopback only.
+    (Torch's VML dispatch is resolved in each of them by this package's vLLM plugin,
+    ``qwen3_rerank_core._backends._vml.vllm_general_plugin``: the package is installed in
+    the vLLM venv.)"""
     env = dict(os.environ)
     env.update(
-        PYTHONPATH=os.pathsep.join(filter(None, [str(VLLM_SITE), env.get("PYTHONPATH")])),
         VLLM_CPU_KVCACHE_SPACE=env.get("VLLM_CPU_KVCACHE_SPACE", "1"),
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",

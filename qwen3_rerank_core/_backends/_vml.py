@@ -15,6 +15,13 @@ moved p(yes) by up to ~1e-4 in the exact float32 mode, in 4 to 8 of 40 fresh pro
 a loaded 2-core machine, and in none that had called each function once first (``benchmarks/vml_race.py`` counts both). :func:`resolve_vml_dispatch` makes that
 first call: one element, so it runs on the calling thread alone.
 
+vLLM computes its rotary cos/sin cache in one threaded ``cos`` call when its engine
+starts, in processes of its own (spawned on CPU), so a wrong chunk there stays for the life
+of the engine. :func:`vllm_general_plugin` is this package's ``vllm.general_plugins``
+entry point (``pyproject.toml``): vLLM calls it in every process it starts (the engine core,
+its workers, the ``vllm serve`` front end) before it loads a model, in any environment where
+this package is installed, unless ``VLLM_PLUGINS`` names other plugins only.
+
 Example::
 
     >>> resolve_vml_dispatch()  # once a process; later calls return at once
@@ -24,7 +31,7 @@ from __future__ import annotations
 
 import functools
 
-__all__ = ["VML_FUNCTIONS", "resolve_vml_dispatch"]
+__all__ = ["VML_FUNCTIONS", "resolve_vml_dispatch", "vllm_general_plugin"]
 
 VML_FUNCTIONS = (
     "acos",
@@ -59,3 +66,10 @@ def resolve_vml_dispatch() -> None:
         one = torch.full((1,), 0.5, dtype=dtype)
         for name in VML_FUNCTIONS:
             getattr(torch, name)(one)
+
+
+def vllm_general_plugin() -> None:
+    """vLLM's ``vllm.general_plugins`` entry point: :func:`resolve_vml_dispatch` in each
+    vLLM process, before the engine computes its rotary cos/sin cache. vLLM may call it
+    several times a process; the dispatch is resolved once."""
+    resolve_vml_dispatch()
