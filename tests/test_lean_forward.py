@@ -155,10 +155,11 @@ def test_last_layer_mlp_and_query_run_on_one_position_per_prompt(tiny_model_dir:
     )
     backend.score_groups([(SAMPLE_QUERY, list(SAMPLE_TEXTS[:4]))], DEFAULT_INSTRUCTION)
     # The prefix runs layer 0 in full and only the keys and values of the last layer;
-    # the batch of four runs layer 0 on every position and the last layer's query,
-    # output projection and MLP on one position a prompt.
-    assert [s[0] for s in seen["first"]] == [1, 4]
-    assert seen["first"][1][1] > 1
+    # the batch of four runs layer 0 on every position (here without the padding: the
+    # rows' real tokens one after another) and the last layer's query, output projection
+    # and MLP on one position a prompt.
+    assert [s[0] for s in seen["first"]] == [1, 1]
+    assert seen["first"][1][1] > 4
     assert seen["last"] == [(4, 1, 128)]
     assert seen["last_q"] == [(4, 1, 64)]
     assert seen["last_o"] == [(4, 1, 4 * 64)]
@@ -228,3 +229,63 @@ def test_unsupported_decoders_are_named(tiny_model_dir: Path) -> None:
     decoder.layers[1].mlp.up_proj = decoder.layers[1].mlp.up_proj.inner
     decoder.layers[0].self_attn.sliding_window = 16
     assert "sliding-window" in str(lean_unsupported(decoder, "sdpa"))
+
+
+def _rows_of_mixed_lengths() -> list[list[int]]:
+    return [[7, 300, 41, 5000, 12, 9, 77, 1500], [3], [88, 4, 19], [6, 1024, 2, 33, 5], [600, 8]]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("with_prefix", [True, False])
+@pytest.mark.parametrize("shape", ["tiny", "gqa4-head8", "attention-bias"])
+def test_rows_without_padding_equal_the_padded_batch(
+    shape: str,
+    with_prefix: bool,
+    dtype: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A batch whose padding passes ``RAGGED_MIN_PADDING`` runs its real tokens only
+    (``_Ragged``); its hidden states are those of the padded batch, row by row."""
+    from transformers import AutoModelForCausalLM
+
+    from qwen3_rerank_core._backends import _lean
+
+    folder = _bias_checkpoint(SHAPES[shape], tmp_path_factory.mktemp(shape))
+    model = AutoModelForCausalLM.from_pretrained(
+        str(folder), attn_implementation="sdpa", dtype=getattr(torch, dtype)
+    )
+    lean = LeanForward(model.model)
+    rows = _rows_of_mixed_lengths()
+    prefix = lean.prefix([11, 22, 33, 44, 55, 66]) if with_prefix else None
+    made: list[Any] = []
+    real_ragged = lean._ragged
+
+    def recording(*args: Any) -> Any:
+        made.append(real_ragged(*args))
+        return made[-1]
+
+    monkeypatch.setattr(lean, "_ragged", recording)
+    ragged = lean.last_hidden(rows, prefix, pad_id=0)
+    assert made[-1] is not None and made[-1].index.numel() == sum(len(r) for r in rows)
+    monkeypatch.setattr(_lean, "RAGGED_MIN_PADDING", 1.0)
+    padded = lean.last_hidden(rows, prefix, pad_id=0)
+    assert made[-1] is None
+    assert ragged.dtype == padded.dtype == torch.float32
+    tol = 1e-5 if dtype == "float32" else 2e-2
+    assert torch.allclose(ragged, padded, atol=tol, rtol=tol), (ragged - padded).abs().max()
+    # Each row alone (no padding at all) gives its row of the batch.
+    for i, row in enumerate(rows):
+        alone = lean.last_hidden([row], prefix, pad_id=0)
+        assert torch.allclose(alone[0], ragged[i], atol=tol, rtol=tol), i
+
+
+def test_rows_of_one_width_keep_the_padded_layout(tiny_model_dir: Path) -> None:
+    """No padding to skip (or less than ``RAGGED_MIN_PADDING``): the batch stays padded."""
+    backend = _backend(tiny_model_dir, lean=True)
+    lean = backend._lean
+    assert lean is not None
+    assert lean._ragged([[1, 2, 3], [4, 5, 6]], 3, "cpu") is None
+    assert lean._ragged([[1] * 40, [2] * 39], 40, "cpu") is None  # 1.25 % padding
+    assert lean._ragged([[1] * 40, [2] * 30], 40, "cpu") is None  # 12.5 %
+    assert lean._ragged([[1] * 40, [2] * 20], 40, "cpu") is not None  # 25 %

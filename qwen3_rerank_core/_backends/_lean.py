@@ -12,7 +12,10 @@ the same arithmetic (RMSNorm in float32, rotary embedding from the model's own
 - the shared prefix (system prompt, instruction, query) is run once and only its
   keys and values are kept (its last layer computes keys and values alone);
 - prompts are right-padded, so every row of a batch shares its positions and one
-  ``(tail, prefix + tail)`` causal mask, and padding never reaches a real token;
+  ``(tail, prefix + tail)`` causal mask, and padding never reaches a real token; on
+  CPU, where the padding is at least ``RAGGED_MIN_PADDING`` of a batch, the products,
+  norms and residual adds run on the real tokens alone (:class:`_Ragged`), attention
+  alone on the padded layout;
 - the query/key/value projections and the MLP's gate/up projections are fused into
   one matrix product each;
 - with packed weights, the input and post-attention norms' weights are folded into
@@ -114,6 +117,37 @@ ATTENTION_CHUNK = 128
 #: 192 rows up (32 below), which outweighs the keys a smaller chunk skips
 #: (``8x512``: 9% faster than 128 rows on ~300-token documents, 8% on ~8k tokens).
 ATTENTION_CHUNK_BF16 = 256
+#: Padding share of a CPU batch from which its rows run without their padding
+#: (:class:`_Ragged`): below it, the copies into and out of attention's padded layout cost
+#: about what the padding saves (``benchmarks/ragged_ab.py``, 2026-12-06: 1.08-1.13x on
+#: batches 20-31 % padding, 0.98-0.99x on 3-13 %).
+RAGGED_MIN_PADDING = 0.15
+
+
+@dataclass(frozen=True)
+class _Ragged:
+    """The real tokens of a batch of right-padded rows (``(batch, width)``), one row after
+    another: ``(1, tokens, ...)``. The products, norms and residual adds run on these only;
+    attention, whose kernel takes rows of one width, runs on the padded layout."""
+
+    index: Any
+    """``(tokens,)``: each real token's place in the flattened ``(batch * width)`` grid."""
+    last: Any
+    """``(batch,)``: each row's last token, counted among ``tokens``."""
+    batch: int
+    width: int
+
+    def padded(self, t: Any) -> Any:
+        """``(1, tokens, ...)`` -> ``(batch, width, ...)``, zeros at the padding (never
+        read by a real token's query, but a finite value for the attention kernel)."""
+        flat = t.new_zeros((self.batch * self.width, *t.shape[2:]))
+        flat.index_copy_(0, self.index, t[0])
+        return flat.view(self.batch, self.width, *t.shape[2:])
+
+    def packed(self, t: Any) -> Any:
+        """``(batch, width, ...)`` -> ``(1, tokens, ...)``."""
+        flat = t.reshape(self.batch * self.width, *t.shape[2:])
+        return flat.index_select(0, self.index)[None]
 
 
 @dataclass(frozen=True)
@@ -538,12 +572,14 @@ class LeanForward:
         past: tuple[Any, Any] | None,
         last: Any | None = None,
         seen: Any | None = None,
+        ragged: _Ragged | None = None,
     ) -> tuple[Any, Any, Any]:
         """One decoder layer. Returns the new hidden states and this layer's keys and
         values (``(batch, kv_heads, positions, head_dim)``). Attention is causal; with
         ``last`` (one position per row), only those positions leave the layer
         (``(batch, 1, hidden)``), their query seeing the keys ``seen`` (``(batch, 1, 1,
-        keys)``)."""
+        keys)``). With ``ragged``, ``x`` and ``rope`` hold the batch's real tokens only
+        (``(1, tokens, ...)``, :class:`_Ragged`) and ``last`` counts among them."""
         torch, module = self._torch, layer.module
         attn = module.self_attn
         eps = module.input_layernorm.variance_epsilon
@@ -555,24 +591,29 @@ class LeanForward:
             qkv = layer.qkv(h)
             q, k = self._queries_keys(layer, qkv[..., : nq + nk], rope)
             v = qkv[..., nq + nk :]
+            if ragged is not None:
+                q, k, v = ragged.padded(q), ragged.padded(k), ragged.padded(v)
         else:
-            rows = torch.arange(x.shape[0], device=x.device)
-            x = x[rows, last][:, None]
+            x = self._at_last(x, last, ragged)
             if layer.q is None:
                 raise AssertionError("only the last layer runs on the last positions")
-            q = layer.q(h[rows, last][:, None])
+            q = layer.q(self._at_last(h, last, ragged))
             k, v = self._project_kv(layer, h)
             q = self._norm_rotate(self._split_heads(q, self._heads), layer.q_heads, rope.at(last))
             k = self._norm_rotate(self._split_heads(k, self._kv_heads), layer.k_heads, rope)
+            if ragged is not None:
+                k, v = ragged.padded(k), ragged.padded(v)
         q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = self._split_heads(v, self._kv_heads).transpose(1, 2)
         keys, values = k, v
         if past is not None:
-            batch = x.shape[0]
+            batch = k.shape[0]
             keys = torch.cat([past[0].expand(batch, -1, -1, -1), k], dim=2)
             values = torch.cat([past[1].expand(batch, -1, -1, -1), v], dim=2)
         out = self._attend(q, keys, values, seen, attn.scaling)
-        out = out.reshape(x.shape[0], x.shape[1], -1)
+        out = out.reshape(out.shape[0], out.shape[1], -1)
+        if ragged is not None and last is None:
+            out = ragged.packed(out)
         x = self._residual_add(x, layer.o(out))
         post = module.post_attention_layernorm
         x = self._residual_add(
@@ -580,11 +621,19 @@ class LeanForward:
         )
         return x, k, v
 
-    def _embed(self, ids: Any, start: int) -> tuple[Any, _Rope]:
-        """Embeddings of ``ids`` and the rotary embedding of positions ``start...``."""
+    def _at_last(self, x: Any, last: Any, ragged: _Ragged | None) -> Any:
+        """Each row's position ``last`` of ``x``: ``(batch, 1, ...)``."""
+        if ragged is not None:
+            return x[0, last][:, None]
+        return x[self._torch.arange(x.shape[0], device=x.device), last][:, None]
+
+    def _embed(self, ids: Any, start: int, positions: Any | None = None) -> tuple[Any, _Rope]:
+        """Embeddings of ``ids`` and the rotary embedding of positions ``start...``
+        (or of ``positions``, ``(1, ids.shape[1])``)."""
         torch = self._torch
         embedded = self._decoder.embed_tokens(ids)
-        positions = torch.arange(start, start + ids.shape[1], device=ids.device)[None]
+        if positions is None:
+            positions = torch.arange(start, start + ids.shape[1], device=ids.device)[None]
         # The residual stream and the rotary embedding in float32.
         x = embedded.float()
         cos, sin = self._decoder.rotary_emb(x, positions)
@@ -630,24 +679,51 @@ class LeanForward:
     def last_hidden(self, rows: list[list[int]], prefix: Prefix | None, *, pad_id: int) -> Any:
         """Final-norm hidden state at the last token of each ``prefix + row``,
         ``(len(rows), hidden)``. Rows are right-padded with ``pad_id``, so padding
-        comes after every real token and causal attention never reads it; without
-        a prefix each row is a whole prompt."""
+        comes after every real token and causal attention never reads it (on CPU,
+        past ``RAGGED_MIN_PADDING``, only attention sees the padding); without a prefix
+        each row is a whole prompt."""
         torch = self._torch
         device = self._decoder.embed_tokens.weight.device
         width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
         n_past = prefix.length if prefix is not None else 0
-        last = torch.tensor([len(r) - 1 for r in rows], device=device)
+        lengths = torch.tensor([len(r) for r in rows], device=device)
+        ragged = self._ragged(rows, width, device)
         with torch.inference_mode():
-            x, rope = self._embed(ids.to(device), n_past)
+            if ragged is None:
+                ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+                for i, r in enumerate(rows):
+                    ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+                x, rope = self._embed(ids.to(device), n_past)
+                last = lengths - 1
+            else:
+                ids = torch.tensor([[t for r in rows for t in r]], dtype=torch.long, device=device)
+                x, rope = self._embed(ids, n_past, (ragged.index % width + n_past)[None])
+                last = ragged.last
             # The last layer's one query a row sees the keys up to its own position.
-            seen = torch.arange(n_past + width, device=device)[None] <= (last + n_past)[:, None]
+            seen = torch.arange(n_past + width, device=device)[None] < (lengths + n_past)[:, None]
+            run = self._run_layer if ragged is None else self._layer
             for i, layer in enumerate(self._layers):
                 past = prefix.kv[i] if prefix is not None else None
                 if i < len(self._layers) - 1:
-                    x, _, _ = self._run_layer(layer, x, rope, past)
+                    x, _, _ = run(layer, x, rope, past, ragged=ragged)
                 else:
-                    x, _, _ = self._run_layer(layer, x, rope, past, last, seen[:, None, None])
+                    x, _, _ = run(layer, x, rope, past, last, seen[:, None, None], ragged=ragged)
             return self._final_norm(x[:, 0])
+
+    def _ragged(self, rows: list[list[int]], width: int, device: Any) -> _Ragged | None:
+        """The batch's real tokens (:class:`_Ragged`) where its padding is worth skipping:
+        on CPU, eager (the compiled layers keep one padded graph), from
+        :data:`RAGGED_MIN_PADDING` of the batch up."""
+        torch = self._torch
+        tokens = sum(len(r) for r in rows)
+        if (
+            self.compiled
+            or torch.device(device).type != "cpu"
+            or tokens > (1 - RAGGED_MIN_PADDING) * len(rows) * width
+        ):
+            return None
+        index = torch.cat(
+            [torch.arange(i * width, i * width + len(r), device=device) for i, r in enumerate(rows)]
+        )
+        last = torch.tensor([len(r) for r in rows], device=device).cumsum(0) - 1
+        return _Ragged(index, last, len(rows), width)
