@@ -15,10 +15,50 @@ import argparse
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    padded: float
+    """Median seconds of a call with every batch padded."""
+    ragged: float
+    """Median seconds at the shipped ``RAGGED_MIN_PADDING``."""
+    max_diff: float
+    """Largest score difference between the two."""
+
+
+def compare(backend: Any, groups: list[tuple[str, list[str]]], rounds: int) -> Comparison:
+    """Score ``groups`` with ``backend`` (the transformers backend's lean forward) ``rounds``
+    times each way, alternating which goes first, after one warmup call."""
+    from qwen3_rerank_core import DEFAULT_INSTRUCTION
+    from qwen3_rerank_core._backends import _lean
+
+    shipped = _lean.RAGGED_MIN_PADDING
+    thresholds = {"padded": 2.0, "ragged": shipped}
+    scores: dict[str, list[float]] = {}
+    times: dict[str, list[float]] = {"padded": [], "ragged": []}
+
+    def call(name: str) -> float:
+        _lean.RAGGED_MIN_PADDING = thresholds[name]
+        start = time.perf_counter()
+        scores[name] = list(backend.score_groups(groups, DEFAULT_INSTRUCTION)[0])
+        return time.perf_counter() - start
+
+    try:
+        call("padded")  # warmup
+        for i in range(rounds):
+            for name in ("padded", "ragged") if i % 2 == 0 else ("ragged", "padded"):
+                times[name].append(call(name))
+    finally:
+        _lean.RAGGED_MIN_PADDING = shipped
+    diff = max(abs(a - b) for a, b in zip(scores["padded"], scores["ragged"], strict=True))
+    return Comparison(statistics.median(times["padded"]), statistics.median(times["ragged"]), diff)
 
 
 def main() -> int:
@@ -37,8 +77,7 @@ def main() -> int:
     from checkpoints import build_checkpoint
     from workloads import WORKLOADS, make_workload
 
-    from qwen3_rerank_core import DEFAULT_INSTRUCTION, Qwen3Reranker
-    from qwen3_rerank_core._backends import _lean
+    from qwen3_rerank_core import Qwen3Reranker
 
     torch.set_num_threads(args.threads)
     folder = build_checkpoint(
@@ -48,28 +87,11 @@ def main() -> int:
     tokenizer = backend._tokenizer  # type: ignore[attr-defined]
     wl = make_workload(WORKLOADS[args.workload], tokenizer, seed=0, docs_scale=args.docs_scale)
     groups = [wl.items[0]]
-    shipped = _lean.RAGGED_MIN_PADDING
-    thresholds = {"padded": 2.0, "ragged": shipped}
-    scores: dict[str, list[float]] = {}
-
-    def call(name: str) -> float:
-        _lean.RAGGED_MIN_PADDING = thresholds[name]
-        start = time.perf_counter()
-        scores[name] = list(backend.score_groups(groups, DEFAULT_INSTRUCTION)[0])
-        return time.perf_counter() - start
-
-    call("padded")  # warmup
-    times: dict[str, list[float]] = {"padded": [], "ragged": []}
-    for i in range(args.rounds):
-        for name in ("padded", "ragged") if i % 2 == 0 else ("ragged", "padded"):
-            times[name].append(call(name))
-    _lean.RAGGED_MIN_PADDING = shipped
-    padded, ragged = (statistics.median(times[n]) for n in ("padded", "ragged"))
-    diff = max(abs(a - b) for a, b in zip(scores["padded"], scores["ragged"], strict=True))
+    result = compare(backend, groups, args.rounds)
     print(
-        f"{args.config} {args.workload}, {len(groups[0][1])} documents: padded {padded:.3f} s, "
-        f"ragged {ragged:.3f} s, ragged / padded speed {padded / ragged:.2f}x, "
-        f"max |d| {diff:.1e}"
+        f"{args.config} {args.workload}, {len(groups[0][1])} documents: padded "
+        f"{result.padded:.3f} s, ragged {result.ragged:.3f} s, ragged / padded speed "
+        f"{result.padded / result.ragged:.2f}x, max |d| {result.max_diff:.1e}"
     )
     return 0
 

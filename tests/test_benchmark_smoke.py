@@ -300,3 +300,17 @@ def test_vml_race_counts_both_conditions_against_a_warm_reference(
     assert rows["warm"] == ["1", "0", "0.0e+00"]
     assert rows["cold"][0] == "1"
     assert module.tally("cold", [0.0, 2e-6]).off == 1
+
+
+def test_ragged_ab_scores_both_ways_alike_and_restores_the_threshold(
+    tiny_reranker: Any,
+) -> None:
+    from qwen3_rerank_core._backends import _lean
+
+    module = _load_script("ragged_ab")
+    shipped = _lean.RAGGED_MIN_PADDING
+    docs = ["alpha beta gamma " * n for n in (1, 2, 9, 30)]  # mostly padding
+    result = module.compare(tiny_reranker._get_backend(), [("a query", docs)], rounds=2)
+    assert result.padded > 0 and result.ragged > 0
+    assert result.max_diff < 1e-5
+    assert shipped == _lean.RAGGED_MIN_PADDING
