@@ -285,7 +285,10 @@ def test_rows_of_one_width_keep_the_padded_layout(tiny_model_dir: Path) -> None:
     backend = _backend(tiny_model_dir, lean=True)
     lean = backend._lean
     assert lean is not None
-    assert lean._ragged([[1, 2, 3], [4, 5, 6]], 3, "cpu") is None
-    assert lean._ragged([[1] * 40, [2] * 39], 40, "cpu") is None  # 1.25 % padding
-    assert lean._ragged([[1] * 40, [2] * 30], 40, "cpu") is None  # 12.5 %
-    assert lean._ragged([[1] * 40, [2] * 20], 40, "cpu") is not None  # 25 %
+    assert lean._ragged(torch.tensor([3, 3]), 3) is None
+    assert lean._ragged(torch.tensor([40, 39]), 40) is None  # 1.25 % padding
+    assert lean._ragged(torch.tensor([40, 30]), 40) is None  # 12.5 %
+    ragged = lean._ragged(torch.tensor([40, 20]), 40)  # 25 %
+    assert ragged is not None
+    assert ragged.index.tolist() == [*range(40), *range(40, 60)]
+    assert ragged.last.tolist() == [39, 59]

@@ -687,7 +687,7 @@ class LeanForward:
         width = max(len(r) for r in rows)
         n_past = prefix.length if prefix is not None else 0
         lengths = torch.tensor([len(r) for r in rows], device=device)
-        ragged = self._ragged(rows, width, device)
+        ragged = self._ragged(lengths, width)
         with torch.inference_mode():
             if ragged is None:
                 ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -701,29 +701,27 @@ class LeanForward:
                 last = ragged.last
             # The last layer's one query a row sees the keys up to its own position.
             seen = torch.arange(n_past + width, device=device)[None] < (lengths + n_past)[:, None]
-            run = self._run_layer if ragged is None else self._layer
             for i, layer in enumerate(self._layers):
                 past = prefix.kv[i] if prefix is not None else None
                 if i < len(self._layers) - 1:
-                    x, _, _ = run(layer, x, rope, past, ragged=ragged)
+                    x, _, _ = self._run_layer(layer, x, rope, past, ragged=ragged)
                 else:
-                    x, _, _ = run(layer, x, rope, past, last, seen[:, None, None], ragged=ragged)
+                    x, _, _ = self._run_layer(
+                        layer, x, rope, past, last, seen[:, None, None], ragged=ragged
+                    )
             return self._final_norm(x[:, 0])
 
-    def _ragged(self, rows: list[list[int]], width: int, device: Any) -> _Ragged | None:
-        """The batch's real tokens (:class:`_Ragged`) where its padding is worth skipping:
-        on CPU, eager (the compiled layers keep one padded graph), from
+    def _ragged(self, lengths: Any, width: int) -> _Ragged | None:
+        """The real tokens (:class:`_Ragged`) of a batch of rows of ``lengths``
+        (``(batch,)``) padded to ``width``, where its padding is worth skipping: on CPU,
+        eager (the compiled layers keep one padded graph), from
         :data:`RAGGED_MIN_PADDING` of the batch up."""
-        torch = self._torch
-        tokens = sum(len(r) for r in rows)
+        torch, batch = self._torch, lengths.shape[0]
         if (
             self.compiled
-            or torch.device(device).type != "cpu"
-            or tokens > (1 - RAGGED_MIN_PADDING) * len(rows) * width
+            or lengths.device.type != "cpu"
+            or int(lengths.sum()) > (1 - RAGGED_MIN_PADDING) * batch * width
         ):
             return None
-        index = torch.cat(
-            [torch.arange(i * width, i * width + len(r), device=device) for i, r in enumerate(rows)]
-        )
-        last = torch.tensor([len(r) for r in rows], device=device).cumsum(0) - 1
-        return _Ragged(index, last, len(rows), width)
+        real = torch.arange(width, device=lengths.device)[None] < lengths[:, None]
+        return _Ragged(real.flatten().nonzero()[:, 0], lengths.cumsum(0) - 1, batch, width)
