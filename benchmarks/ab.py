@@ -1,0 +1,56 @@
+"""What the in-process A/B scripts (``compile_ab.py``, ``ragged_ab.py``) share: their
+options, the bf16-saved benchmark checkpoint, one query of a workload, and interleaved
+timing of two ways of scoring it."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def add_arguments(p: argparse.ArgumentParser, *, rounds: int) -> None:
+    """The options every A/B script takes."""
+    p.add_argument("--config", default="8x512")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--docs-scale", type=float, default=0.3)
+    p.add_argument("--rounds", type=int, default=rounds)
+    p.add_argument("--save-dtype", default="bfloat16", help="the checkpoint's saved dtype")
+
+
+def checkpoint(args: argparse.Namespace) -> Path:
+    """``args.threads`` torch threads, and the folder of ``args.config``'s checkpoint."""
+    import torch
+    from checkpoints import build_checkpoint
+
+    torch.set_num_threads(args.threads)
+    return build_checkpoint(
+        args.config, seed=0, cache_dir=REPO / ".cache" / "fixtures", dtype=args.save_dtype
+    )
+
+
+def first_query(workload: str, tokenizer: Any, docs_scale: float) -> list[tuple[str, list[str]]]:
+    """``workload``'s first query and its documents, as ``score_groups`` takes them."""
+    from workloads import WORKLOADS, make_workload
+
+    wl = make_workload(WORKLOADS[workload], tokenizer, seed=0, docs_scale=docs_scale)
+    return [wl.items[0]]
+
+
+def interleaved(
+    call: Callable[[str], Any], names: tuple[str, str], rounds: int
+) -> dict[str, float]:
+    """The median seconds of ``call(name)`` for each of ``names``, over ``rounds``
+    rounds that alternate which goes first."""
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(rounds):
+        for name in names if i % 2 == 0 else names[::-1]:
+            start = time.perf_counter()
+            call(name)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
