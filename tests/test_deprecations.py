@@ -70,11 +70,11 @@ class _Deprecations:
         return found + [m for m in self._records.messages if "deprecat" in m.lower()]
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_prefix_reuse_uses_the_current_cache_api(
     tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    torch = pytest.importorskip("torch")
-    torch.set_num_threads(1)
+    pytest.importorskip("torch")
     backend: Any = _backend(tiny_model_dir, lean=False)
     assert backend._reuse_prefix, "the prefix-reuse path is what this test is about"
     decoder = backend._decoder
@@ -100,9 +100,9 @@ def test_prefix_reuse_uses_the_current_cache_api(
     assert not deprecations.found(), deprecations.found()
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_the_default_forward_raises_no_deprecations(tiny_model_dir: Path) -> None:
-    torch = pytest.importorskip("torch")
-    torch.set_num_threads(1)
+    pytest.importorskip("torch")
     with _Deprecations() as deprecations:
         backend = _backend(tiny_model_dir, lean=None)
         scores = backend.score_groups([(QUERY, DOCS)], DEFAULT_INSTRUCTION)
