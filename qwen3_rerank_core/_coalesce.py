@@ -14,6 +14,11 @@ a time:
   across groups and reuses each query's prefix), splits the scores back to each
   caller, in its own order, and goes on while calls keep queueing.
 
+Each call carries what its thread would compute with: ``caller_setup`` (the
+backend's :meth:`~._backends._base.Backend.caller_setup`, e.g. the caller's torch
+thread count) is captured in the submitting thread and run on the worker thread
+before the call is scored, so a call scores the same whichever thread runs it.
+
 Isolation: the inputs are validated before submission (by the facade); a call
 cancelled while queued (an asyncio task cancelled or timed out, a sync caller
 interrupted) is dropped from the batch, one cancelled once its batch has started
@@ -39,10 +44,13 @@ from collections.abc import Callable, Sequence
 
 from ._backends._base import Group
 
-__all__ = ["Coalescer", "ScoreFunction"]
+__all__ = ["CallerSetup", "Coalescer", "ScoreFunction"]
 
 #: ``score(groups, instruction)``: one list of scores per group, in the groups' order.
 ScoreFunction = Callable[[list[Group], str], list[list[float]]]
+
+#: Called in the submitting thread; returns what the scoring thread runs first.
+CallerSetup = Callable[[], Callable[[], None]]
 
 #: A merged batch takes queued calls up to this many documents (at least one call), so
 #: a small call is never held up behind an unbounded pile of work.
@@ -54,13 +62,24 @@ _Result = list[list[float]]
 class _Call:
     """One caller's submission and the future its scores arrive in."""
 
-    __slots__ = ("future", "groups", "instruction", "n_docs")
+    __slots__ = ("future", "groups", "instruction", "n_docs", "setup")
 
-    def __init__(self, groups: Sequence[Group], instruction: str) -> None:
+    def __init__(
+        self, groups: Sequence[Group], instruction: str, setup: Callable[[], None]
+    ) -> None:
         self.groups = list(groups)
         self.instruction = instruction
+        self.setup = setup  # run in the scoring thread before this call is scored
         self.n_docs = sum(len(docs) for _, docs in self.groups)
         self.future: concurrent.futures.Future[_Result] = concurrent.futures.Future()
+
+
+def _nothing() -> None:
+    pass
+
+
+def _no_setup() -> Callable[[], None]:
+    return _nothing
 
 
 def _closed_error() -> RuntimeError:
@@ -75,13 +94,22 @@ class Coalescer:
     :meth:`submit` (sync, thread-safe) and :meth:`asubmit` (never blocks the event
     loop) return exactly ``score(groups, instruction)`` for the caller's groups.
     ``max_batch_docs`` bounds the documents of one merged batch (a single call
-    larger than it runs alone).
+    larger than it runs alone). ``caller_setup``, called in each submitting thread,
+    returns what the worker thread runs before scoring that call (a merged batch runs
+    its oldest call's); by default nothing.
     """
 
-    def __init__(self, score: ScoreFunction, *, max_batch_docs: int = MAX_BATCH_DOCS) -> None:
+    def __init__(
+        self,
+        score: ScoreFunction,
+        *,
+        max_batch_docs: int = MAX_BATCH_DOCS,
+        caller_setup: CallerSetup | None = None,
+    ) -> None:
         if max_batch_docs < 1:
             raise ValueError(f"max_batch_docs must be >= 1, got {max_batch_docs}")
         self._score = score
+        self._caller_setup = caller_setup or _no_setup
         self._max_batch_docs = max_batch_docs
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)  # notified when ``_busy`` turns False
@@ -105,7 +133,7 @@ class Coalescer:
         me = threading.get_ident()
         if me == self._runner:  # from inside ``score``: no deadlock
             return self._score(list(groups), instruction)
-        call = _Call(groups, instruction)
+        call = _Call(groups, instruction, _nothing)
         with self._lock:
             if self._closed:
                 raise RuntimeError("the reranker is closed")
@@ -113,6 +141,7 @@ class Coalescer:
             if lead:
                 self._busy, self._runner = True, me
             else:
+                call.setup = self._caller_setup()  # it will run on the worker thread
                 self._queue.append(call)
         if lead:
             self._lead(call)
@@ -161,7 +190,7 @@ class Coalescer:
 
     # ------------------------------------------------------------------- worker
     def _enqueue(self, groups: Sequence[Group], instruction: str) -> _Call:
-        call = _Call(groups, instruction)
+        call = _Call(groups, instruction, self._caller_setup())
         with self._lock:
             if self._closed:
                 raise RuntimeError("the reranker is closed")
@@ -247,6 +276,7 @@ class Coalescer:
             return
         try:
             self.batches += 1
+            calls[0].setup()
             scores = self._score(merged, instruction)
             if len(scores) != len(merged):
                 raise RuntimeError(f"score returned {len(scores)} groups for {len(merged)}")
@@ -267,6 +297,7 @@ class Coalescer:
             return
         try:
             self.batches += 1
+            call.setup()
             scores = self._score(call.groups, instruction)
         except Exception as exc:
             call.future.set_exception(exc)

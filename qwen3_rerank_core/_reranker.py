@@ -218,7 +218,8 @@ class Qwen3Reranker:
                         self._coalescer = Coalescer(
                             functools.partial(
                                 created.score_groups, show_progress=self._config.show_progress
-                            )
+                            ),
+                            caller_setup=created.caller_setup,
                         )
                     self._backend = created
                 backend = self._backend

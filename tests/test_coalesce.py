@@ -354,6 +354,81 @@ def test_a_coalescer_that_never_ran_closes() -> None:
     assert c.closed
 
 
+class SetupRecorder:
+    """A ``caller_setup`` that records which thread captured it and which ran it."""
+
+    def __init__(self) -> None:
+        self.ran: list[tuple[str, int]] = []  # (the captured tag, the running thread)
+        self.tag = threading.local()
+
+    def __call__(self) -> Callable[[], None]:
+        tag = getattr(self.tag, "value", "none")  # read in the submitting thread
+
+        def setup() -> None:
+            self.ran.append((tag, threading.get_ident()))
+
+        return setup
+
+
+def test_a_queued_call_runs_its_callers_setup_on_the_worker(model: FakeModel) -> None:
+    recorder = SetupRecorder()
+    c = Coalescer(model, caller_setup=recorder)
+    first = block_worker(c, model)  # a sync lead: scored in its own thread, no setup
+
+    class Tagged(Caller):
+        def run(self) -> None:
+            recorder.tag.value = self.instruction
+            super().run()
+
+    callers: list[Caller] = []
+    for n, instruction in enumerate("ab", 1):  # two instructions: two scores
+        caller = Tagged(c, [group("q", "xy")], instruction)
+        caller.start()
+        callers.append(caller)
+        wait_until(lambda n=n: c.queued == n, "a queued call")
+    model.release()
+    first.finish()
+    assert [caller.finish().result for caller in callers] == [[[0.02]], [[0.02]]]
+    assert [tag for tag, _ in recorder.ran] == ["a", "b"]
+    threads = {thread for _, thread in recorder.ran}
+    assert len(threads) == 1 and threads.isdisjoint({first.ident, *(x.ident for x in callers)})
+    c.close()
+
+
+def test_an_async_call_carries_the_setup_of_the_loops_thread(model: FakeModel) -> None:
+    recorder = SetupRecorder()
+    recorder.tag.value = "loop"
+    c = Coalescer(model, caller_setup=recorder)
+
+    async def main() -> list[list[float]]:
+        return await c.asubmit([group("q", "abc")], "i")
+
+    assert asyncio.run(main()) == [[0.03]]
+    assert [tag for tag, _ in recorder.ran] == ["loop"]
+    assert recorder.ran[0][1] != threading.get_ident()
+    c.close()
+
+
+def test_the_default_async_path_runs_the_setup_in_its_worker_thread() -> None:
+    recorder = SetupRecorder()
+    recorder.tag.value = "caller"
+    seen: list[int] = []
+
+    class Plain(Backend):
+        def score_groups(
+            self, groups: Sequence[Group], instruction: str, *, show_progress: bool = False
+        ) -> list[list[float]]:
+            seen.append(threading.get_ident())
+            return [[0.5] * len(docs) for _, docs in groups]
+
+        def caller_setup(self) -> Callable[[], None]:
+            return recorder()
+
+    out = asyncio.run(Plain().ascore_groups([group("q", "d")], "i"))
+    assert out == [[0.5]]
+    assert recorder.ran == [("caller", seen[0])] and seen[0] != threading.get_ident()
+
+
 # ------------------------------------------------------- the facade's wiring
 class CountingBackend(Backend):
     """No model: p(yes) = len(document) / 1000; records each score_groups call."""
@@ -593,3 +668,37 @@ def _first_alone_then_the_rest(
         t.join()
     monkeypatch.setattr(coalescer, "_score", score)
     return results
+
+
+def test_calls_on_the_worker_follow_the_callers_torch_thread_count(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch keeps a thread count per thread: the worker thread, born while torch ran on 1
+    thread, must score a later call at the count its caller set since (same bits as a
+    sync call), not at its own."""
+    torch = pytest.importorskip("torch")
+    from qwen3_rerank_core.pytest_plugin import SAMPLE_QUERY, SAMPLE_TEXTS, load_tiny_reranker
+
+    before = torch.get_num_threads()
+    rr = load_tiny_reranker(tiny_model_dir)
+    try:
+        torch.set_num_threads(1)
+        asyncio.run(rr.ascore(SAMPLE_QUERY, list(SAMPLE_TEXTS)))  # the worker starts at 1
+        torch.set_num_threads(2)
+        backend = rr._backend
+        assert backend is not None
+        seen: list[int] = []
+        score = backend.score_groups
+
+        def recording(*args: Any, **kwargs: Any) -> list[list[float]]:
+            seen.append(torch.get_num_threads())
+            return score(*args, **kwargs)
+
+        assert rr._coalescer is not None
+        monkeypatch.setattr(rr._coalescer, "_score", recording)
+        async_scores = asyncio.run(rr.ascore(SAMPLE_QUERY, list(SAMPLE_TEXTS)))
+        assert seen == [2]
+        assert async_scores == rr.score(SAMPLE_QUERY, list(SAMPLE_TEXTS))
+    finally:
+        rr.close()
+        torch.set_num_threads(before)

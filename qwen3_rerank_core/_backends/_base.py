@@ -23,7 +23,8 @@ class Backend(ABC):
     group, one p(yes) per document in input order. It must be safe to call from
     several threads at once. The default async method runs the sync one in a
     worker thread so the event loop is never blocked; backends with real async
-    I/O (remote) override it.
+    I/O (remote) override it. A call scored in another thread than the one that made
+    it runs :meth:`caller_setup`'s function there first.
     """
 
     @abstractmethod
@@ -36,9 +37,23 @@ class Backend(ABC):
         self, groups: Sequence[Group], instruction: str, *, show_progress: bool = False
     ) -> list[list[float]]:
         """Async :meth:`score_groups`; never blocks the event loop."""
-        return await asyncio.to_thread(
-            self.score_groups, groups, instruction, show_progress=show_progress
-        )
+        setup = self.caller_setup()
+
+        def score() -> list[list[float]]:
+            setup()
+            return self.score_groups(groups, instruction, show_progress=show_progress)
+
+        return await asyncio.to_thread(score)
+
+    def caller_setup(self) -> Callable[[], None]:
+        """Called in the thread that makes a call; returns what the thread that scores
+        it runs first, so the call scores as it would in its own thread.
+
+        The local backends carry the caller's torch thread count: torch keeps one per
+        thread, and a float32 product split over another number of threads rounds
+        differently. By default nothing.
+        """
+        return _nothing
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (connections, GPU memory)."""
@@ -46,6 +61,10 @@ class Backend(ABC):
     async def aclose(self) -> None:
         """Async :meth:`close`."""
         self.close()
+
+
+def _nothing() -> None:
+    pass
 
 
 def _no_progress(n: int) -> None:

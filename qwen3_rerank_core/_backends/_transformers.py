@@ -517,6 +517,23 @@ class TransformersBackend(Backend):
         return model
 
     # ---------------------------------------------------------------- scoring
+    def caller_setup(self) -> Callable[[], None]:
+        """The calling thread's torch thread count, to set in the thread that scores.
+
+        torch keeps the count per thread (a thread takes the process's count when it
+        first runs a parallel op, and keeps it): without this, an async call, run on a
+        worker thread, would keep the count of that thread's first op and not follow a
+        later ``torch.set_num_threads`` by the caller.
+        """
+        torch = self._torch
+        threads = int(torch.get_num_threads())
+
+        def set_threads() -> None:
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+
+        return set_threads
+
     def score_groups(
         self, groups: Sequence[Group], instruction: str, *, show_progress: bool = False
     ) -> list[list[float]]:
