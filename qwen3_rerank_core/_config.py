@@ -161,6 +161,13 @@ class RerankConfig:
             "and reuse its KV cache."
         ),
     )
+    coalesce_calls: bool = field(
+        default=True,
+        metadata=_doc(
+            "Concurrent calls share forward passes (cross-call batching, local backends: "
+            "``docs/serving.md``); ``False``: each call runs its own, scored as if alone."
+        ),
+    )
     local_files_only: bool = field(
         default=False,
         metadata=_doc("Never contact the model hub; load from the local cache or folder only."),
@@ -235,7 +242,13 @@ class RerankConfig:
         if self.max_batch_tokens is not None:
             _check_int("max_batch_tokens", self.max_batch_tokens, 1)
         _check_int("max_batch_size", self.max_batch_size, 1)
-        for flag in ("show_progress", "reuse_prefix", "local_files_only", "compile"):
+        for flag in (
+            "show_progress",
+            "reuse_prefix",
+            "coalesce_calls",
+            "local_files_only",
+            "compile",
+        ):
             if not isinstance(getattr(self, flag), bool):
                 raise TypeError(f"{flag} must be a bool, got {getattr(self, flag)!r}")
         _check_optional_str("attn_implementation", self.attn_implementation)

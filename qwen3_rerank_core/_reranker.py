@@ -214,7 +214,7 @@ class Qwen3Reranker:
                     )
                     created = create_backend(self._config, **self._backend_options)
                     attach_counters(created, self._stats.counters)
-                    if backend_spec(self._config.backend).coalesce:
+                    if self._config.coalesce_calls and backend_spec(self._config.backend).coalesce:
                         self._coalescer = Coalescer(
                             functools.partial(
                                 created.score_groups, show_progress=self._config.show_progress

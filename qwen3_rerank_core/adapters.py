@@ -78,6 +78,7 @@ NOT_ADAPTER_FIELDS: Mapping[str, str] = {
     **dict.fromkeys(
         (
             "reuse_prefix",
+            "coalesce_calls",
             "local_files_only",
             "attn_implementation",
             "compile",

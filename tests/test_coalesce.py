@@ -510,6 +510,29 @@ def test_aclose_stops_the_coalescer(counting: BackendSpec) -> None:
     asyncio.run(main())
 
 
+def test_coalesce_calls_false_gives_each_call_its_own_backend_call(
+    counting: BackendSpec,
+) -> None:
+    rr = Qwen3Reranker(model="m", backend="counting", coalesce_calls=False).load()
+    backend = rr._backend
+    assert isinstance(backend, CountingBackend) and rr._coalescer is None
+
+    async def main() -> list[list[float]]:
+        gate = backend.gate = threading.Event()
+        first = asyncio.create_task(rr.ascore("q0", ["x"]))
+        await asyncio.to_thread(backend.entered.wait, WAIT)
+        rest = asyncio.gather(*(rr.ascore(f"q{i}", ["a" * i]) for i in range(1, 4)))
+        await asyncio.sleep(0.05)  # with batching, these would be queued behind the first
+        gate.set()
+        return [await first, *await rest]
+
+    assert asyncio.run(main()) == [[0.001], [0.001], [0.002], [0.003]]
+    assert backend.calls == [1, 1, 1, 1]
+    rr.close()
+    with pytest.raises(TypeError, match="coalesce_calls must be a bool, got 'no'"):
+        Qwen3Reranker(model="m", backend="counting", coalesce_calls="no")
+
+
 def test_without_the_flag_calls_go_straight_to_the_backend() -> None:
     spec = BackendSpec("plain", lambda: CountingBackend, summary="test")
     with registered_backend(spec):
