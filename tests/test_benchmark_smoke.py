@@ -314,3 +314,21 @@ def test_ragged_ab_scores_both_ways_alike_and_restores_the_threshold(
     assert result.padded > 0 and result.ragged > 0
     assert result.max_diff < 1e-5
     assert shipped == _lean.RAGGED_MIN_PADDING
+
+
+def test_compile_ab_compares_eager_and_compiled_on_the_same_scores(
+    tiny_reranker: Any, tiny_model_dir: Path
+) -> None:
+    from qwen3_rerank_core import Qwen3Reranker
+
+    module = _load_script("compile_ab")
+    docs = ["alpha beta gamma " * n for n in (1, 4, 12)]
+    # float32 both ways (the tiny reranker's dtype): compiled scores equal eager ones to 1e-5.
+    with Qwen3Reranker(
+        model=str(tiny_model_dir), device="cpu", dtype="float32", compile=True
+    ) as rr:
+        compiled = rr._get_backend()
+        assert compiled._lean.compiled  # type: ignore[attr-defined]
+        result = module.compare(tiny_reranker._get_backend(), compiled, [("a query", docs)], 2)
+    assert result.first_call > 0 and result.eager > 0 and result.compiled > 0
+    assert result.max_diff <= 1e-5
