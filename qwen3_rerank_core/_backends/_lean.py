@@ -56,7 +56,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from ._lean_ops import attention, compiled, packed_linear, swiglu
+from ._cpu_attention import cpu_attention
+from ._lean_ops import attend, compiled, packed_linear, swiglu
 
 __all__ = [
     "ATTENTION_CHUNK",
@@ -366,6 +367,12 @@ class LeanForward:
             self._prepare(layer, last=i == n_layers - 1) for i, layer in enumerate(decoder.layers)
         ]
         self._chunk = self._attention_chunk(weight.device)
+        # Our AVX-512 BF16 attention kernel where it applies (bf16 on such a CPU).
+        self._kernel = (
+            weight.device.type == "cpu"
+            and weight.dtype == torch.bfloat16
+            and cpu_attention() is not None
+        )
         self.compiled = bool(compile)
         """Whether the layers run under ``torch.compile`` (``dynamic=True``: one graph
         for every batch shape, compiled at the first calls)."""
@@ -554,15 +561,21 @@ class LeanForward:
         active = self._f.silu(gate, inplace=True) if self._silu else layer.module.mlp.act_fn(gate)
         return layer.down(self._torch.mul(active, up))
 
-    def _attend(self, q: Any, keys: Any, values: Any, mask: Any | None, scale: float) -> Any:
-        """:func:`~._lean_ops.attention` (an opaque operator under the compiler):
-        ``(batch, rows, heads, head_dim)``."""
+    def _attend(
+        self, q: Any, k: Any, v: Any, past: tuple[Any, Any] | None, mask: Any | None, scale: float
+    ) -> Any:
+        """:func:`~._lean_ops.attend` (an opaque operator under the compiler): ``q`` over
+        the ``past`` prefix's keys and values, then ``k``/``v``; ``(batch, rows, heads,
+        head_dim)``."""
         gqa = self._heads != self._kv_heads
+        past_k, past_v = past if past is not None else (None, None)
         if self._torch.compiler.is_compiling():
             return self._torch.ops.qwen3_rerank.attention(
-                q, keys, values, mask, scale, gqa, self._chunk
+                q, k, v, past_k, past_v, mask, scale, gqa, self._chunk, self._kernel
             )
-        return attention(q, keys, values, mask, scale, gqa=gqa, chunk=self._chunk)
+        return attend(
+            q, k, v, past_k, past_v, mask, scale, gqa=gqa, chunk=self._chunk, kernel=self._kernel
+        )
 
     def _layer(
         self,
@@ -580,7 +593,7 @@ class LeanForward:
         (``(batch, 1, hidden)``), their query seeing the keys ``seen`` (``(batch, 1, 1,
         keys)``). With ``ragged``, ``x`` and ``rope`` hold the batch's real tokens only
         (``(1, tokens, ...)``, :class:`_Ragged`) and ``last`` counts among them."""
-        torch, module = self._torch, layer.module
+        module = layer.module
         attn = module.self_attn
         eps = module.input_layernorm.variance_epsilon
         h = self._norm(x, layer.input_norm, eps)
@@ -605,12 +618,7 @@ class LeanForward:
                 k, v = ragged.padded(k), ragged.padded(v)
         q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = self._split_heads(v, self._kv_heads).transpose(1, 2)
-        keys, values = k, v
-        if past is not None:
-            batch = k.shape[0]
-            keys = torch.cat([past[0].expand(batch, -1, -1, -1), k], dim=2)
-            values = torch.cat([past[1].expand(batch, -1, -1, -1), v], dim=2)
-        out = self._attend(q, keys, values, seen, attn.scaling)
+        out = self._attend(q, k, v, past, seen, attn.scaling)
         out = out.reshape(out.shape[0], out.shape[1], -1)
         if ragged is not None and last is None:
             out = ragged.packed(out)

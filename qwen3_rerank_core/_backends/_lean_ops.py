@@ -26,7 +26,10 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from ._cpu_attention import cpu_attention
+
 __all__ = [
+    "attend",
     "attention",
     "causal_masks",
     "compiled",
@@ -106,12 +109,46 @@ def attention(
     return outs[0].contiguous() if len(outs) == 1 else torch.cat(outs, dim=1)
 
 
+def attend(
+    q: Any,
+    k: Any,
+    v: Any,
+    past_k: Any | None,
+    past_v: Any | None,
+    mask: Any | None,
+    scale: float,
+    *,
+    gqa: bool,
+    chunk: int,
+    kernel: bool,
+) -> Any:
+    """Attention of ``q`` over a prefix's keys and values (``past_k``, ``past_v``:
+    ``(1, kv_heads, prefix, head_dim)``, or ``None``) followed by the rows' own ``k``,
+    ``v``, as ``(batch, rows, heads, head_dim)``: with ``kernel``, our CPU kernel where it
+    applies (:func:`~._cpu_attention.cpu_attention`, which reads the prefix in place),
+    else :func:`attention` over the prefix's keys and values joined to each row's."""
+    import torch
+
+    if kernel:
+        fast = cpu_attention()
+        past = None if past_k is None else (past_k, past_v)
+        out = None if fast is None else fast(q, k, v, past, mask, scale)
+        if out is not None:
+            return out
+    keys, values = k, v
+    if past_k is not None and past_v is not None:
+        batch = k.shape[0]
+        keys = torch.cat([past_k.expand(batch, -1, -1, -1), k], dim=2)
+        values = torch.cat([past_v.expand(batch, -1, -1, -1), v], dim=2)
+    return attention(q, keys, values, mask, scale, gqa=gqa, chunk=chunk)
+
+
 @functools.cache
 def register_opaque_ops() -> None:
-    """Register :func:`packed_linear`, :func:`swiglu` and :func:`attention` as custom
+    """Register :func:`packed_linear`, :func:`swiglu` and :func:`attend` as custom
     operators opaque to the compiler (once a process): ``torch.ops.qwen3_rerank.linear(x,
-    weight, bias)``, ``.swiglu(x, gate, gate_bias, up, up_bias)`` and ``.attention(q, keys,
-    values, mask, scale, gqa, chunk)``."""
+    weight, bias)``, ``.swiglu(x, gate, gate_bias, up, up_bias)`` and ``.attention(q, k,
+    v, past_k, past_v, mask, scale, gqa, chunk, kernel)``."""
     import torch
 
     def shape_of_linear(x: Any, weight: Any, bias: Any | None) -> Any:
@@ -121,13 +158,20 @@ def register_opaque_ops() -> None:
         return x.new_empty((*x.shape[:-1], up.shape[0]))
 
     def attention_op(
-        q: Any, keys: Any, values: Any, mask: Any | None, scale: float, gqa: bool, chunk: int
+        q: Any,
+        k: Any,
+        v: Any,
+        past_k: Any | None,
+        past_v: Any | None,
+        mask: Any | None,
+        scale: float,
+        gqa: bool,
+        chunk: int,
+        kernel: bool,
     ) -> Any:
-        return attention(q, keys, values, mask, scale, gqa=gqa, chunk=chunk)
+        return attend(q, k, v, past_k, past_v, mask, scale, gqa=gqa, chunk=chunk, kernel=kernel)
 
-    def shape_of_attention(
-        q: Any, keys: Any, values: Any, mask: Any, scale: float, gqa: bool, chunk: int
-    ) -> Any:
+    def shape_of_attention(q: Any, *args: Any) -> Any:
         return q.new_empty((q.shape[0], q.shape[2], q.shape[1], q.shape[3]))
 
     define = torch.library.custom_op
@@ -149,8 +193,8 @@ def register_opaque_ops() -> None:
         "qwen3_rerank::attention",
         attention_op,
         mutates_args=(),
-        schema="(Tensor q, Tensor keys, Tensor values, Tensor? mask, float scale, bool gqa, "
-        "int chunk) -> Tensor",
+        schema="(Tensor q, Tensor k, Tensor v, Tensor? past_k, Tensor? past_v, Tensor? mask, "
+        "float scale, bool gqa, int chunk, bool kernel) -> Tensor",
     )
     attend.register_fake(shape_of_attention)
 

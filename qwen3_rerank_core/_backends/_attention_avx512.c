@@ -1,0 +1,253 @@
+/* Causal attention in bfloat16 for CPUs with AVX-512 BF16 (qwen3_rerank_core).
+ *
+ * Built at run time by _cpu_attention.py (cc -O3 -mavx512f -mavx512bw -mavx512vl
+ * -mavx512bf16 -fopenmp -shared) and called through ctypes; see that module for when it is used.
+ *
+ * For each batch row b and query head h (GQA: key/value head h / (H / KV)), query row r
+ * at absolute position pos(r) = P + (last ? last[b] : r) attends to keys 0 .. pos(r): the
+ * P prefix keys (shared by every batch row), then the row's own keys. Scores and the
+ * softmax are float32; the products take bf16 inputs and accumulate in float32
+ * (VDPBF16PS); the softmax weights are rounded to bf16 for the product with the values
+ * and the output is normalised in float32, then rounded to bf16 -- the same roundings
+ * as torch's CPU flash-attention kernel in bf16.
+ *
+ * Layout: keys are packed per (b, kv head) as pairs of head dimensions, Kp[t][j][2] =
+ * K[j][2t .. 2t+1], so that one 64-byte load holds 16 keys' pair t; values as pairs of
+ * keys, Vp[jp][c][2] = (V[2jp][c], V[2jp+1][c]). A work item is ROWS query rows of one
+ * (b, h); the threads of an OpenMP team take items in turn.
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ROWS 4
+
+typedef uint16_t bf16;
+
+typedef struct {
+    const bf16 *q;
+    int64_t q_sb, q_sh, q_sr;
+    const bf16 *pk, *pv; /* prefix keys/values: (KV, P, d), or NULL when P == 0 */
+    int64_t pk_sh, pk_sr, pv_sh, pv_sr, P;
+    const bf16 *k, *v;
+    int64_t k_sb, k_sh, k_sr, v_sb, v_sh, v_sr;
+    bf16 *out; /* (B, rows, H, d) contiguous */
+    int64_t B, H, KV, rows, T, d;
+    float scale;
+    const int64_t *last; /* NULL, or one position per batch row (then rows == 1) */
+    int64_t N, N2;       /* keys (P + T), rounded up to 16 */
+    uint32_t *kp;        /* (B, KV, d/2, N2) bf16 pairs */
+    uint32_t *vp;        /* (B, KV, N2/2, d) bf16 pairs */
+    int64_t n_items, row_blocks;
+    int failed;
+} job_t;
+
+static inline const bf16 *key_at(const job_t *j, int64_t b, int64_t g, int64_t n) {
+    if (n < j->P) return j->pk + g * j->pk_sh + n * j->pk_sr;
+    return j->k + b * j->k_sb + g * j->k_sh + (n - j->P) * j->k_sr;
+}
+
+static inline const bf16 *value_at(const job_t *j, int64_t b, int64_t g, int64_t n) {
+    if (n < j->P) return j->pv + g * j->pv_sh + n * j->pv_sr;
+    return j->v + b * j->v_sb + g * j->v_sh + (n - j->P) * j->v_sr;
+}
+
+static void pack(job_t *j, int64_t b, int64_t g) {
+    const int64_t d = j->d, half = d / 2, N = j->N, N2 = j->N2;
+    uint32_t *kp = j->kp + (b * j->KV + g) * half * N2;
+    uint32_t *vp = j->vp + (b * j->KV + g) * (N2 / 2) * d;
+    for (int64_t n = 0; n < N2; n++) {
+        if (n < N) {
+            const uint32_t *src = (const uint32_t *)key_at(j, b, g, n);
+            for (int64_t t = 0; t < half; t++) kp[t * N2 + n] = src[t];
+        } else {
+            for (int64_t t = 0; t < half; t++) kp[t * N2 + n] = 0;
+        }
+    }
+    for (int64_t jp = 0; jp < N2 / 2; jp++) {
+        uint32_t *dst = vp + jp * d;
+        int64_t n0 = 2 * jp, n1 = 2 * jp + 1;
+        const bf16 *a = n0 < N ? value_at(j, b, g, n0) : NULL;
+        const bf16 *c = n1 < N ? value_at(j, b, g, n1) : NULL;
+        for (int64_t e = 0; e < d; e++) {
+            uint32_t lo = a ? a[e] : 0, hi = c ? c[e] : 0;
+            dst[e] = lo | (hi << 16);
+        }
+    }
+}
+
+/* exp(x) for x <= 0, float32 (Cephes' expf polynomial, relative error ~2e-7); 0 below -87
+ * (-inf: a key the row does not see). */
+static inline __m512 exp512(__m512 x) {
+    const __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_GE_OQ);
+    const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
+    const __m512 ln2_hi = _mm512_set1_ps(0.693359375f), ln2_lo = _mm512_set1_ps(-2.12194440e-4f);
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT);
+    __m512 f = _mm512_fnmadd_ps(n, ln2_hi, x);
+    f = _mm512_fnmadd_ps(n, ln2_lo, f);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.0000001201e-1f));
+    __m512 f2 = _mm512_mul_ps(f, f);
+    p = _mm512_fmadd_ps(p, f2, _mm512_add_ps(f, _mm512_set1_ps(1.0f)));
+    return _mm512_maskz_mov_ps(live, _mm512_scalef_ps(p, n));
+}
+
+/* One work item: query rows r0 .. r0+nr-1 of (b, h). s: ROWS x N2 floats, p: ROWS x N2 bf16. */
+static void item(job_t *j, int64_t b, int64_t h, int64_t r0, int64_t nr, float *s, bf16 *p) {
+    const int64_t d = j->d, half = d / 2, N2 = j->N2, G = j->H / j->KV, g = h / G;
+    const uint32_t *kp = j->kp + (b * j->KV + g) * half * N2;
+    const uint32_t *vp = j->vp + (b * j->KV + g) * (N2 / 2) * d;
+    int64_t seen[ROWS];
+    const uint32_t *qrow[ROWS];
+    int64_t most = 0;
+    for (int64_t i = 0; i < ROWS; i++) {
+        int64_t r = r0 + (i < nr ? i : 0);
+        int64_t pos = j->P + (j->last ? j->last[b] : r);
+        seen[i] = i < nr ? pos + 1 : 0;
+        if (seen[i] > most) most = seen[i];
+        qrow[i] = (const uint32_t *)(j->q + b * j->q_sb + h * j->q_sh + r * j->q_sr);
+    }
+    const int64_t blocks = (most + 15) / 16;
+    const __m512 scale = _mm512_set1_ps(j->scale);
+    /* scores */
+    for (int64_t kb = 0; kb < blocks; kb++) {
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+        const uint32_t *kcol = kp + kb * 16;
+        for (int64_t t = 0; t < half; t++) {
+            __m512bh kv = (__m512bh)_mm512_loadu_si512(kcol + t * N2);
+            acc0 = _mm512_dpbf16_ps(acc0, (__m512bh)_mm512_set1_epi32((int)qrow[0][t]), kv);
+            acc1 = _mm512_dpbf16_ps(acc1, (__m512bh)_mm512_set1_epi32((int)qrow[1][t]), kv);
+            acc2 = _mm512_dpbf16_ps(acc2, (__m512bh)_mm512_set1_epi32((int)qrow[2][t]), kv);
+            acc3 = _mm512_dpbf16_ps(acc3, (__m512bh)_mm512_set1_epi32((int)qrow[3][t]), kv);
+        }
+        _mm512_storeu_ps(s + 0 * N2 + kb * 16, _mm512_mul_ps(acc0, scale));
+        _mm512_storeu_ps(s + 1 * N2 + kb * 16, _mm512_mul_ps(acc1, scale));
+        _mm512_storeu_ps(s + 2 * N2 + kb * 16, _mm512_mul_ps(acc2, scale));
+        _mm512_storeu_ps(s + 3 * N2 + kb * 16, _mm512_mul_ps(acc3, scale));
+    }
+    /* softmax weights, unnormalised, as bf16 (keys past a row's own position: 0) */
+    float inv[ROWS];
+    const int64_t span = blocks * 16;
+    for (int64_t i = 0; i < ROWS; i++) {
+        float *si = s + i * N2;
+        bf16 *pi = p + i * N2;
+        int64_t n = seen[i];
+        if (n == 0) {
+            memset(pi, 0, (size_t)span * sizeof(bf16));
+            inv[i] = 0.0f;
+            continue;
+        }
+        for (int64_t e = n; e < span; e++) si[e] = -INFINITY;
+        __m512 mx = _mm512_set1_ps(-INFINITY);
+        for (int64_t e = 0; e < span; e += 16) mx = _mm512_max_ps(mx, _mm512_loadu_ps(si + e));
+        __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+        __m512 sum = _mm512_setzero_ps();
+        for (int64_t e = 0; e < span; e += 16) {
+            __m512 x = exp512(_mm512_sub_ps(_mm512_loadu_ps(si + e), m));
+            sum = _mm512_add_ps(sum, x);
+            _mm256_storeu_si256((__m256i *)(pi + e), (__m256i)_mm512_cvtneps_pbh(x));
+        }
+        inv[i] = 1.0f / _mm512_reduce_add_ps(sum);
+    }
+    /* weights x values, 64 head dimensions at a time */
+    const int64_t pairs = span / 2;
+    for (int64_t c0 = 0; c0 < d; c0 += 64) {
+        const int64_t nc = (d - c0) >= 64 ? 4 : (d - c0) / 16;
+        __m512 acc[ROWS][4];
+        for (int64_t i = 0; i < ROWS; i++)
+            for (int64_t c = 0; c < 4; c++) acc[i][c] = _mm512_setzero_ps();
+        for (int64_t jp = 0; jp < pairs; jp++) {
+            const uint32_t *vrow = vp + jp * d + c0;
+            __m512bh w0 = (__m512bh)_mm512_set1_epi32(((const int32_t *)(p + 0 * N2))[jp]);
+            __m512bh w1 = (__m512bh)_mm512_set1_epi32(((const int32_t *)(p + 1 * N2))[jp]);
+            __m512bh w2 = (__m512bh)_mm512_set1_epi32(((const int32_t *)(p + 2 * N2))[jp]);
+            __m512bh w3 = (__m512bh)_mm512_set1_epi32(((const int32_t *)(p + 3 * N2))[jp]);
+            for (int64_t c = 0; c < nc; c++) {
+                __m512bh vv = (__m512bh)_mm512_loadu_si512(vrow + 16 * c);
+                acc[0][c] = _mm512_dpbf16_ps(acc[0][c], w0, vv);
+                acc[1][c] = _mm512_dpbf16_ps(acc[1][c], w1, vv);
+                acc[2][c] = _mm512_dpbf16_ps(acc[2][c], w2, vv);
+                acc[3][c] = _mm512_dpbf16_ps(acc[3][c], w3, vv);
+            }
+        }
+        for (int64_t i = 0; i < nr; i++) {
+            bf16 *o = j->out + ((b * j->rows + r0 + i) * j->H + h) * d + c0;
+            __m512 sc = _mm512_set1_ps(inv[i]);
+            for (int64_t c = 0; c < nc; c++)
+                _mm256_storeu_si256((__m256i *)(o + 16 * c),
+                                    (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(acc[i][c], sc)));
+        }
+    }
+}
+
+/* Both phases on the OpenMP team of the calling thread: linked against the libgomp that
+ * torch has loaded (the same soname), so its worker threads, not new ones, run them. */
+static void run(job_t *j, int threads) {
+    const int64_t packs = j->B * j->KV;
+#pragma omp parallel num_threads(threads)
+    {
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t w = 0; w < packs; w++) pack(j, w / j->KV, w % j->KV);
+        float *s = aligned_alloc(64, (size_t)(ROWS * j->N2 * sizeof(float) + 64) / 64 * 64);
+        bf16 *p = aligned_alloc(64, (size_t)(ROWS * j->N2 * sizeof(bf16) + 64) / 64 * 64);
+        if (!s || !p) {
+            j->failed = 1;
+        }
+        /* the most expensive items (the last row blocks) first */
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t w = 0; w < j->n_items; w++) {
+            if (!s || !p) continue;
+            int64_t blk = j->row_blocks - 1 - w / (j->B * j->H);
+            int64_t bh = w % (j->B * j->H);
+            int64_t r0 = blk * ROWS;
+            int64_t nr = j->rows - r0 < ROWS ? j->rows - r0 : ROWS;
+            item(j, bh / j->H, bh % j->H, r0, nr, s, p);
+        }
+        free(s);
+        free(p);
+    }
+}
+
+/* Returns 0 on success. Strides are in elements; the head dimension is contiguous. */
+int qwen3_rerank_attention_bf16(const bf16 *q, int64_t q_sb, int64_t q_sh, int64_t q_sr,
+                                const bf16 *pk, int64_t pk_sh, int64_t pk_sr, const bf16 *pv,
+                                int64_t pv_sh, int64_t pv_sr, int64_t P, const bf16 *k,
+                                int64_t k_sb, int64_t k_sh, int64_t k_sr, const bf16 *v,
+                                int64_t v_sb, int64_t v_sh, int64_t v_sr, bf16 *out, int64_t B,
+                                int64_t H, int64_t KV, int64_t rows, int64_t T, int64_t d,
+                                float scale, const int64_t *last, int threads) {
+    if (d % 32 != 0 || H % KV != 0 || threads < 1) return 1;
+    job_t j;
+    memset(&j, 0, sizeof j);
+    j.q = q, j.q_sb = q_sb, j.q_sh = q_sh, j.q_sr = q_sr;
+    j.pk = pk, j.pk_sh = pk_sh, j.pk_sr = pk_sr, j.P = P;
+    j.pv = pv, j.pv_sh = pv_sh, j.pv_sr = pv_sr;
+    j.k = k, j.k_sb = k_sb, j.k_sh = k_sh, j.k_sr = k_sr;
+    j.v = v, j.v_sb = v_sb, j.v_sh = v_sh, j.v_sr = v_sr;
+    j.out = out, j.B = B, j.H = H, j.KV = KV, j.rows = rows, j.T = T, j.d = d;
+    j.scale = scale, j.last = last;
+    j.N = P + T;
+    j.N2 = (j.N + 15) / 16 * 16;
+    j.row_blocks = (rows + ROWS - 1) / ROWS;
+    j.n_items = j.row_blocks * B * H;
+    size_t kbytes = (size_t)(B * KV * (d / 2) * j.N2) * 4, vbytes = (size_t)(B * KV * (j.N2 / 2) * d) * 4;
+    j.kp = aligned_alloc(64, (kbytes + 63) / 64 * 64);
+    j.vp = aligned_alloc(64, (vbytes + 63) / 64 * 64);
+    if (!j.kp || !j.vp) {
+        free(j.kp);
+        free(j.vp);
+        return 2;
+    }
+    if (threads > j.n_items) threads = (int)(j.n_items > 0 ? j.n_items : 1);
+    run(&j, threads);
+    free(j.kp);
+    free(j.vp);
+    return j.failed ? 2 : 0;
+}
