@@ -42,7 +42,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CpuAttention", "cpu_attention", "unavailable_reason"]
+__all__ = [
+    "CpuAttention",
+    "cpu_attention",
+    "load_kernel",
+    "unavailable_reason",
+    "unrunnable_reason",
+]
 
 logger = logging.getLogger("qwen3_rerank_core")
 
@@ -65,15 +71,22 @@ CpuAttention = Callable[[Any, Any, Any, "tuple[Any, Any] | None", Any, float], A
 
 
 def unavailable_reason(torch: Any) -> str | None:
-    """Why the kernel cannot run in this process, or ``None`` if it can be built."""
+    """Why the lean forward keeps torch's SDPA in this process, or ``None`` when it runs
+    the kernel (if it builds)."""
     if os.environ.get(_ENV, "").strip().lower() == "sdpa":
         return f"{_ENV}=sdpa"
+    reason = unrunnable_reason(torch)
+    if reason is None and _has(torch, "_is_amx_tile_supported"):
+        return "this CPU has AMX, which torch's attention kernel uses"
+    return reason
+
+
+def unrunnable_reason(torch: Any) -> str | None:
+    """Why the kernel cannot be built or run here at all, or ``None``."""
     if platform.system() != "Linux" or platform.machine().lower() not in ("x86_64", "amd64"):
         return f"not x86-64 Linux ({platform.system()} {platform.machine()})"
     if not _has(torch, "_is_avx512_bf16_supported"):
         return "this CPU has no AVX-512 BF16"
-    if _has(torch, "_is_amx_tile_supported"):
-        return "this CPU has AMX, which torch's attention kernel uses"
     if shutil.which(_compiler()) is None:
         return f"no C compiler ({_compiler()!r} not found; set CC)"
     return None
@@ -141,10 +154,10 @@ def _load(path: Path) -> Any:
     return fn
 
 
-@functools.cache
-def cpu_attention() -> CpuAttention | None:
-    """The kernel as ``attend(q, k, v, past, seen, scale)``, or ``None`` where it does not
-    apply (logged once, with the reason).
+def load_kernel() -> CpuAttention:
+    """The kernel as ``attend(q, k, v, past, seen, scale)`` (built if needed), whatever
+    the policy of :func:`unavailable_reason`; raises ``OSError`` or
+    ``subprocess.SubprocessError`` when it cannot be built or loaded.
 
     ``q``: ``(batch, heads, rows, head_dim)``; ``k``, ``v``: the rows' own keys and values,
     ``(batch, kv_heads, rows_kv, head_dim)``; ``past``: the prefix's ``(key, value)``,
@@ -157,21 +170,30 @@ def cpu_attention() -> CpuAttention | None:
     """
     import torch
 
+    return functools.partial(_attend, _load(_build()), torch)
+
+
+@functools.cache
+def cpu_attention() -> CpuAttention | None:
+    """:func:`load_kernel` where the lean forward uses it, else ``None`` (logged once,
+    with the reason; a failed build as a warning)."""
+    import torch
+
     reason = unavailable_reason(torch)
     if reason is not None:
         logger.debug("attention: torch's SDPA (%s)", reason)
         return None
     try:
-        fn = _load(_build())
+        kernel = load_kernel()
     except (OSError, subprocess.SubprocessError) as exc:
-        detail = getattr(exc, "stderr", "") or str(exc)
+        detail = getattr(exc, "stderr", None) or str(exc)
         logger.warning(
             "attention: torch's SDPA; the AVX-512 BF16 kernel could not be built: %s",
             detail.strip()[-500:],
         )
         return None
     logger.debug("attention: the AVX-512 BF16 kernel (%s)", _SOURCE.name)
-    return functools.partial(_attend, fn, torch)
+    return kernel
 
 
 def _attend(

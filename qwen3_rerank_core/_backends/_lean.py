@@ -367,12 +367,13 @@ class LeanForward:
             self._prepare(layer, last=i == n_layers - 1) for i, layer in enumerate(decoder.layers)
         ]
         self._chunk = self._attention_chunk(weight.device)
-        # Our AVX-512 BF16 attention kernel where it applies (bf16 on such a CPU).
-        self._kernel = (
+        self.cpu_kernel = (
             weight.device.type == "cpu"
             and weight.dtype == torch.bfloat16
             and cpu_attention() is not None
         )
+        """Whether attention runs on our AVX-512 BF16 kernel (bf16 on a CPU where
+        :func:`~._cpu_attention.cpu_attention` applies), else on torch's SDPA."""
         self.compiled = bool(compile)
         """Whether the layers run under ``torch.compile`` (``dynamic=True``: one graph
         for every batch shape, compiled at the first calls)."""
@@ -571,10 +572,10 @@ class LeanForward:
         past_k, past_v = past if past is not None else (None, None)
         if self._torch.compiler.is_compiling():
             return self._torch.ops.qwen3_rerank.attention(
-                q, k, v, past_k, past_v, mask, scale, gqa, self._chunk, self._kernel
+                q, k, v, past_k, past_v, mask, scale, gqa, self._chunk, self.cpu_kernel
             )
         return attend(
-            q, k, v, past_k, past_v, mask, scale, gqa=gqa, chunk=self._chunk, kernel=self._kernel
+            q, k, v, past_k, past_v, mask, scale, gqa=gqa, chunk=self._chunk, kernel=self.cpu_kernel
         )
 
     def _layer(

@@ -189,14 +189,14 @@ def register_opaque_ops() -> None:
         schema="(Tensor x, Tensor gate, Tensor? gate_bias, Tensor up, Tensor? up_bias) -> Tensor",
     )
     fused.register_fake(shape_of_swiglu)
-    attend = define(
+    attention_custom = define(
         "qwen3_rerank::attention",
         attention_op,
         mutates_args=(),
         schema="(Tensor q, Tensor k, Tensor v, Tensor? past_k, Tensor? past_v, Tensor? mask, "
         "float scale, bool gqa, int chunk, bool kernel) -> Tensor",
     )
-    attend.register_fake(shape_of_attention)
+    attention_custom.register_fake(shape_of_attention)
 
 
 def missing_cpp_compiler() -> str | None:

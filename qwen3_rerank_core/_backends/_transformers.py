@@ -421,7 +421,8 @@ class TransformersBackend(Backend):
             return "left-padded batches"
         weights = "oneDNN packed weights" if self._lean.packed else "dense weights"
         compiled = ", compiled (torch.compile, at the first calls)" if self._lean.compiled else ""
-        return f"lean forward, {weights}{compiled}"
+        kernel = ", attention on the AVX-512 BF16 kernel" if self._lean.cpu_kernel else ""
+        return f"lean forward, {weights}{kernel}{compiled}"
 
     def _lean_forward(self, attn: str, wanted: bool | None) -> LeanForward | None:
         """The lean forward where it is wanted and supports the model, else ``None`` (and

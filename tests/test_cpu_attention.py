@@ -1,0 +1,238 @@
+"""Our AVX-512 BF16 attention kernel (``qwen3_rerank_core/_backends/_cpu_attention.py``).
+
+The kernel is held to torch's SDPA: against float32 attention of the same bf16 inputs it
+must be as close as SDPA in bf16 is, on head sizes 64/96/128, 1-4 query heads a key/value
+head, with and without a prefix, for whole rows (causal) and for one query a row (the
+last layer's), on the strided layouts the lean forward passes. Where this CPU cannot run
+it (no AVX-512 BF16, no C compiler) those tests skip; the policy tests run everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from recipe import OfficialRecipe  # noqa: E402
+
+from qwen3_rerank_core import Qwen3Reranker  # noqa: E402
+from qwen3_rerank_core._backends import _cpu_attention, _lean_ops  # noqa: E402
+from qwen3_rerank_core.testing import cached_checkpoint, default_cache_dir  # noqa: E402
+
+RUNNABLE = _cpu_attention.unrunnable_reason(torch)
+needs_kernel = pytest.mark.skipif(RUNNABLE is not None, reason=f"kernel: {RUNNABLE}")
+
+
+@pytest.fixture(scope="module")
+def kernel() -> Any:
+    if RUNNABLE is not None:
+        pytest.skip(f"kernel: {RUNNABLE}")
+    return _cpu_attention.load_kernel()
+
+
+class Case:
+    """Random bf16 attention inputs in the lean forward's layouts."""
+
+    def __init__(
+        self, batch: int, heads: int, kv_heads: int, rows: int, prefix: int, dim: int, seed: int
+    ) -> None:
+        g = torch.Generator().manual_seed(seed)
+
+        def rand(*shape: int, scale: float = 1.0) -> Any:
+            return (torch.randn(*shape, generator=g) * scale).bfloat16()
+
+        # (batch, rows, heads, dim) seen as (batch, heads, rows, dim): the forward's views.
+        self.q = rand(batch, rows, heads, dim, scale=2.0).transpose(1, 2)
+        self.k = rand(batch, rows, kv_heads, dim, scale=2.0).transpose(1, 2)
+        self.v = rand(batch, rows, kv_heads, dim).transpose(1, 2)
+        self.past = None
+        if prefix:
+            # The prefix's keys and values: (1, kv_heads, prefix, dim) views, as stored.
+            self.past = (
+                rand(1, prefix, kv_heads, dim, scale=2.0).transpose(1, 2),
+                rand(1, prefix, kv_heads, dim).transpose(1, 2),
+            )
+        self.prefix, self.scale, self.gqa = prefix, dim**-0.5, heads != kv_heads
+        self.lengths = torch.randint(1, rows + 1, (batch,), generator=g)
+
+    def joined(self) -> tuple[Any, Any]:
+        if self.past is None:
+            return self.k, self.v
+        batch = self.k.shape[0]
+        return (
+            torch.cat([self.past[0].expand(batch, -1, -1, -1), self.k], dim=2),
+            torch.cat([self.past[1].expand(batch, -1, -1, -1), self.v], dim=2),
+        )
+
+    def last_queries(self) -> tuple[Any, Any]:
+        """Each row's query at its last position, and the mask of the keys it sees."""
+        q = torch.stack([self.q[b, :, n - 1] for b, n in enumerate(self.lengths.tolist())])
+        keys = self.prefix + self.k.shape[2]
+        seen = torch.arange(keys)[None] < (self.lengths + self.prefix)[:, None]
+        return q[:, :, None], seen[:, None, None]
+
+    def sdpa(self, q: Any, mask: Any | None, dtype: Any) -> Any:
+        keys, values = self.joined()
+        return _lean_ops.attention(
+            q.to(dtype),
+            keys.to(dtype),
+            values.to(dtype),
+            mask,
+            self.scale,
+            gqa=self.gqa,
+            chunk=0,
+        ).float()
+
+
+SHAPES = [
+    # batch, heads, kv_heads, rows, prefix, head_dim
+    (3, 4, 2, 37, 0, 64),
+    (2, 8, 2, 70, 17, 128),
+    (5, 6, 2, 33, 80, 96),
+    (1, 4, 4, 300, 80, 64),
+    (4, 2, 1, 1, 9, 64),
+]
+
+
+@needs_kernel
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "b{}-h{}-kv{}-r{}-p{}-d{}".format(*s))
+def test_as_close_to_float32_attention_as_sdpa_in_bf16(kernel: Any, shape: tuple[int, ...]) -> None:
+    case = Case(*shape, seed=sum(shape))
+    # whole rows, causal after the prefix
+    exact = case.sdpa(case.q, None, torch.float32)
+    ours = kernel(case.q, case.k, case.v, case.past, None, case.scale)
+    assert ours.shape == exact.shape and ours.is_contiguous() and ours.dtype == torch.bfloat16
+    sdpa = case.sdpa(case.q, None, torch.bfloat16)
+    assert (ours.float() - exact).abs().max() <= 1.25 * (sdpa - exact).abs().max() + 2e-3
+    # one query a row, seeing its keys up to its own position
+    q, seen = case.last_queries()
+    exact = case.sdpa(q, seen, torch.float32)
+    ours = kernel(q, case.k, case.v, case.past, seen, case.scale)
+    sdpa = case.sdpa(q, seen, torch.bfloat16)
+    assert (ours.float() - exact).abs().max() <= 1.25 * (sdpa - exact).abs().max() + 2e-3
+
+
+@needs_kernel
+def test_the_same_bits_on_any_number_of_threads_and_layout(kernel: Any) -> None:
+    case = Case(2, 4, 2, 45, 20, 64, seed=7)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = kernel(case.q, case.k, case.v, case.past, None, case.scale)
+        torch.set_num_threads(3)
+        three = kernel(case.q, case.k, case.v, case.past, None, case.scale)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, three)
+    past = tuple(t.contiguous() for t in case.past or ())
+    dense = kernel(
+        case.q.contiguous(), case.k.contiguous(), case.v.contiguous(), past, None, case.scale
+    )
+    assert torch.equal(one, dense)
+
+
+@needs_kernel
+def test_inputs_it_does_not_take_are_left_to_sdpa(kernel: Any) -> None:
+    case = Case(1, 2, 1, 8, 0, 64, seed=1)
+    q, k, v = case.q, case.k, case.v
+    assert kernel(q.float(), k.float(), v.float(), None, None, 0.1) is None  # float32
+    odd = torch.zeros(1, 2, 8, 80, dtype=torch.bfloat16)  # head size not a multiple of 32
+    assert kernel(odd, odd[:, :1], odd[:, :1], None, None, 0.1) is None
+    assert kernel(q[:, :, :4], k, v, None, None, 0.1) is None  # rows != keys, no mask
+    strided = torch.zeros(1, 2, 8, 128, dtype=torch.bfloat16)[..., ::2]  # head dim strided
+    assert kernel(strided, k, v, None, None, 0.1) is None
+
+
+@needs_kernel
+def test_the_library_is_built_once_and_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    first = _cpu_attention._build()
+    assert first.parent == tmp_path / "qwen3-rerank" / "kernels" and first.exists()
+    stamp = first.stat().st_mtime_ns
+    assert _cpu_attention._build() == first and first.stat().st_mtime_ns == stamp
+    assert not list(first.parent.glob("*.partial"))
+
+
+def test_policy_sdpa_where_the_kernel_does_not_apply(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QWEN3_RERANK_CPU_ATTENTION", "sdpa")
+    assert _cpu_attention.unavailable_reason(torch) == "QWEN3_RERANK_CPU_ATTENTION=sdpa"
+    monkeypatch.delenv("QWEN3_RERANK_CPU_ATTENTION")
+    probes = {"_is_avx512_bf16_supported": True, "_is_amx_tile_supported": True}
+    monkeypatch.setattr(_cpu_attention, "_has", lambda torch, probe: probes[probe])
+    monkeypatch.setattr(_cpu_attention.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(_cpu_attention.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(_cpu_attention.shutil, "which", lambda name: "/usr/bin/cc")
+    assert "AMX" in str(_cpu_attention.unavailable_reason(torch))
+    probes["_is_amx_tile_supported"] = False
+    assert _cpu_attention.unavailable_reason(torch) is None
+    probes["_is_avx512_bf16_supported"] = False
+    assert _cpu_attention.unavailable_reason(torch) == "this CPU has no AVX-512 BF16"
+    probes["_is_avx512_bf16_supported"] = True
+    monkeypatch.setenv("CC", "no-such-cc")
+    monkeypatch.setattr(_cpu_attention.shutil, "which", lambda name: None)
+    assert "no C compiler ('no-such-cc'" in str(_cpu_attention.unavailable_reason(torch))
+    monkeypatch.setattr(_cpu_attention.platform, "machine", lambda: "aarch64")
+    assert "not x86-64 Linux" in str(_cpu_attention.unavailable_reason(torch))
+
+
+def test_a_failed_build_warns_and_leaves_sdpa(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken() -> Any:
+        raise subprocess.CalledProcessError(1, ["cc"], stderr="cc: error: bad flag (test)")
+
+    monkeypatch.setattr(_cpu_attention, "unavailable_reason", lambda torch: None)
+    monkeypatch.setattr(_cpu_attention, "_build", broken)
+    with caplog.at_level(logging.WARNING, logger="qwen3_rerank_core"):
+        assert _cpu_attention.cpu_attention.__wrapped__() is None
+    assert "could not be built: cc: error: bad flag (test)" in caplog.text
+
+
+def _documents(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    words = ["the", "of", "river", "capital", "Beijing", "gravity", "protein", "city", "is"]
+    return [" ".join(rng.choice(words) for _ in range(rng.randint(3, 120))) for _ in range(n)]
+
+
+GQA4_D64 = {"num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 64}
+GQA2_D128 = {"num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 128}
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    ("shape", "compile"),
+    [(GQA4_D64, False), (GQA2_D128, False), (GQA4_D64, True)],
+    ids=["gqa4-d64-eager", "gqa2-d128-eager", "gqa4-d64-compiled"],
+)
+def test_the_lean_forward_on_the_kernel_is_as_close_to_the_recipe_as_on_sdpa(
+    kernel: Any, monkeypatch: pytest.MonkeyPatch, shape: dict[str, int], compile: bool
+) -> None:
+    """bf16 scores with attention on the kernel against the same reranker on SDPA, both
+    against the float32 recipe (prefix reuse, ragged and padded batches, the last layer's
+    one query a row); on a CPU with AMX, where the policy keeps SDPA, the kernel is forced."""
+    if compile and _lean_ops.missing_cpp_compiler() is not None:
+        pytest.skip("compile=True needs a C++ compiler")
+    monkeypatch.setattr(_lean_ops, "cpu_attention", lambda: kernel)
+    config = {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 3, **shape}
+    folder = cached_checkpoint(config, dtype="bfloat16", cache_dir=default_cache_dir())
+    query, docs = "Which city is the capital of China?", _documents(20, seed=len(shape))
+    exact = OfficialRecipe(folder).score(query, docs)
+    with Qwen3Reranker(model=str(folder), device="cpu", dtype="bfloat16", compile=compile) as rr:
+        lean = rr._get_backend()._lean  # type: ignore[attr-defined]
+        lean.cpu_kernel = True
+        ours = rr.score(query, docs)
+        lean.cpu_kernel = False
+        sdpa = rr.score(query, docs)
+    dev = [abs(a - b) for a, b in zip(ours, exact, strict=True)]
+    sdpa_dev = [abs(a - b) for a, b in zip(sdpa, exact, strict=True)]
+    assert ours != sdpa  # the kernel ran: other roundings
+    assert max(dev) <= 0.15  # the bf16 bound of test_precision.py
+    assert sum(dev) / len(dev) <= 1.25 * sum(sdpa_dev) / len(sdpa_dev) + 1e-4
