@@ -147,6 +147,10 @@ def test_inputs_it_does_not_take_are_left_to_sdpa(kernel: Any) -> None:
     assert kernel(q[:, :, :4], k, v, None, None, 0.1) is None  # rows != keys, no mask
     strided = torch.zeros(1, 2, 8, 128, dtype=torch.bfloat16)[..., ::2]  # head dim strided
     assert kernel(strided, k, v, None, None, 0.1) is None
+    wrong_past = torch.zeros(1, 2, 3, 64, dtype=torch.bfloat16)  # 2 kv heads, not 1
+    assert kernel(q, k, v, (wrong_past, wrong_past), None, 0.1) is None
+    one = q[:, :, :1]
+    assert kernel(one, k, v, None, torch.ones(1, 1, 1, 9, dtype=torch.bool), 0.1) is None
 
 
 @needs_kernel

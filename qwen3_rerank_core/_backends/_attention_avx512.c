@@ -111,6 +111,8 @@ static void item(job_t *j, int64_t b, int64_t h, int64_t r0, int64_t nr, float *
         int64_t r = r0 + (i < nr ? i : 0);
         int64_t pos = j->P + (j->last ? j->last[b] : r);
         seen[i] = i < nr ? pos + 1 : 0;
+        if (seen[i] > j->N) seen[i] = j->N; /* never past the keys there are */
+        if (seen[i] < 0) seen[i] = 0;
         if (seen[i] > most) most = seen[i];
         qrow[i] = (const uint32_t *)(j->q + b * j->q_sb + h * j->q_sh + r * j->q_sr);
     }

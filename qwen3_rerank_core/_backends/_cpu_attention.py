@@ -215,12 +215,15 @@ def _attend(
     if dim % 32 or heads % kv_heads or v.shape != k.shape:
         return None
     n_past = 0 if past is None else past[0].shape[2]
+    for t in past or ():
+        if t.shape != (1, kv_heads, n_past, dim):
+            return None
     if seen is None:
         if rows != own:
             return None
         last = None
     else:
-        if rows != 1:
+        if rows != 1 or seen.numel() != batch * (n_past + own):
             return None
         last = seen.reshape(batch, -1).sum(dim=1, dtype=torch.int64) - (n_past + 1)
     out = torch.empty(batch, rows, heads, dim, dtype=bf16)
