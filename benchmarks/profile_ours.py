@@ -88,7 +88,9 @@ def main() -> int:
     return 0
 
 
-#: Ops by kind, for the shares table (everything else counts as element-wise and other).
+#: Ops by kind, for the shares table (everything else counts as element-wise and other). Our
+#: CPU attention kernel runs outside torch's ops, unseen by the profiler: the step table
+#: (:func:`time_by_step`) times it.
 KINDS = {
     "linear layers": ("mkldnn::_linear_pointwise", "aten::addmm", "aten::mm", "aten::linear"),
     "attention": ("aten::_scaled_dot_product_flash_attention_for_cpu",),
@@ -97,7 +99,7 @@ KINDS = {
 
 #: The lean forward's steps timed by :func:`time_by_step`: (class, method, label).
 STEPS = (
-    ("LeanForward", "_attend", "attention (SDPA)"),
+    ("LeanForward", "_attend", "attention (SDPA, or our CPU kernel)"),
     ("_SwiGLU", "__call__", "gate/up products + SwiGLU"),
     ("_Linear", "__call__", "qkv, o, down products"),
     ("LeanForward", "_norm_rotate", "q/k norm + rotary"),

@@ -332,3 +332,28 @@ def test_compile_ab_compares_eager_and_compiled_on_the_same_scores(
         result = module.compare(tiny_reranker._get_backend(), compiled, [("a query", docs)], 2)
     assert result.first_call > 0 and result.eager > 0 and result.compiled > 0
     assert result.max_diff <= 1e-5
+
+
+def test_attention_kernel_script_prints_the_comparison(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import torch
+
+    from qwen3_rerank_core._backends import _cpu_attention
+
+    module = _load_script("attention_kernel")
+    threads = torch.get_num_threads()
+    try:
+        code = module.main(["--smoke", "--repeat", "1", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    reason = _cpu_attention.unrunnable_reason(torch)
+    if reason is not None:
+        assert code == 1 and reason in out
+        return
+    assert code == 0
+    rows = [line for line in out.splitlines() if line.startswith("| 2 x 20")]
+    assert len(rows) == 1
+    sdpa_err, kernel_err = (float(x) for x in rows[0].split("|")[-2].split("/"))
+    assert kernel_err <= 1.25 * sdpa_err + 2e-3
