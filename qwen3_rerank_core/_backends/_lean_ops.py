@@ -117,7 +117,6 @@ def attend(
     past_v: Any | None,
     mask: Any | None,
     scale: float,
-    *,
     gqa: bool,
     chunk: int,
     kernel: bool,
@@ -157,20 +156,6 @@ def register_opaque_ops() -> None:
     def shape_of_swiglu(x: Any, gate: Any, gate_bias: Any, up: Any, up_bias: Any) -> Any:
         return x.new_empty((*x.shape[:-1], up.shape[0]))
 
-    def attention_op(
-        q: Any,
-        k: Any,
-        v: Any,
-        past_k: Any | None,
-        past_v: Any | None,
-        mask: Any | None,
-        scale: float,
-        gqa: bool,
-        chunk: int,
-        kernel: bool,
-    ) -> Any:
-        return attend(q, k, v, past_k, past_v, mask, scale, gqa=gqa, chunk=chunk, kernel=kernel)
-
     def shape_of_attention(q: Any, *args: Any) -> Any:
         return q.new_empty((q.shape[0], q.shape[2], q.shape[1], q.shape[3]))
 
@@ -191,7 +176,7 @@ def register_opaque_ops() -> None:
     fused.register_fake(shape_of_swiglu)
     attention_custom = define(
         "qwen3_rerank::attention",
-        attention_op,
+        attend,
         mutates_args=(),
         schema="(Tensor q, Tensor k, Tensor v, Tensor? past_k, Tensor? past_v, Tensor? mask, "
         "float scale, bool gqa, int chunk, bool kernel) -> Tensor",
