@@ -165,6 +165,17 @@ def test_the_library_is_built_once_and_reused(
     assert not list(first.parent.glob("*.partial"))
 
 
+@needs_kernel
+def test_a_cache_folder_it_cannot_write_builds_in_a_temporary_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "qwen3-rerank"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    library = _cpu_attention._build()
+    assert library.exists() and tmp_path not in library.parents
+
+
 def test_policy_sdpa_where_the_kernel_does_not_apply(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QWEN3_RERANK_CPU_ATTENTION", "sdpa")
     assert _cpu_attention.unavailable_reason(torch) == "QWEN3_RERANK_CPU_ATTENTION=sdpa"

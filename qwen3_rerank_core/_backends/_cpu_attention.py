@@ -111,18 +111,23 @@ def _cache_dir() -> Path:
 
 
 def _build() -> Path:
-    """The shared library, built once per source, compiler and flags (atomic rename)."""
+    """The shared library, built once per source, compiler and flags (atomic rename), in
+    the cache folder, or in a new temporary folder where that one cannot be written."""
     source = _SOURCE.read_bytes()
     key = hashlib.sha256(source + " ".join((_compiler(), *_FLAGS)).encode()).hexdigest()[:16]
+    name = f"attention-avx512-{key}.so"
+    cached = _cache_dir() / name
+    if cached.exists():
+        return cached
     try:
-        folder = _cache_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        folder = Path(tempfile.mkdtemp(prefix="qwen3-rerank-kernels-"))
-    library = folder / f"attention-avx512-{key}.so"
-    if library.exists():
-        return library
-    fd, partial = tempfile.mkstemp(dir=folder, suffix=".so.partial")
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        return _compile_into(cached)
+    except OSError:  # not writable (or not a folder): build where this process can write
+        return _compile_into(Path(tempfile.mkdtemp(prefix="qwen3-rerank-kernels-")) / name)
+
+
+def _compile_into(library: Path) -> Path:
+    fd, partial = tempfile.mkstemp(dir=library.parent, suffix=".so.partial")
     os.close(fd)
     try:
         subprocess.run(
