@@ -42,7 +42,7 @@ import concurrent.futures
 import threading
 from collections.abc import Callable, Sequence
 
-from ._backends._base import Group
+from ._backends._base import Group, nothing
 
 __all__ = ["CallerSetup", "Coalescer", "ScoreFunction"]
 
@@ -74,12 +74,8 @@ class _Call:
         self.future: concurrent.futures.Future[_Result] = concurrent.futures.Future()
 
 
-def _nothing() -> None:
-    pass
-
-
 def _no_setup() -> Callable[[], None]:
-    return _nothing
+    return nothing
 
 
 def _closed_error() -> RuntimeError:
@@ -133,7 +129,7 @@ class Coalescer:
         me = threading.get_ident()
         if me == self._runner:  # from inside ``score``: no deadlock
             return self._score(list(groups), instruction)
-        call = _Call(groups, instruction, _nothing)
+        call = _Call(groups, instruction, nothing)
         with self._lock:
             if self._closed:
                 raise RuntimeError("the reranker is closed")

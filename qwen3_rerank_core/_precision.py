@@ -49,6 +49,7 @@ __all__ = [
     "checkpoint_dtype",
     "choose_dtype",
     "cpu_computes_bf16",
+    "cpu_has",
     "planned_dtype",
 ]
 
@@ -91,19 +92,21 @@ def checkpoint_dtype(model_config: Mapping[str, Any] | None) -> str | None:
     return _NAMES.get(value.removeprefix("torch."))
 
 
+def cpu_has(torch: Any, probe: str) -> bool:
+    """What a ``torch.cpu`` capability probe (``_is_avx512_bf16_supported``,
+    ``_is_amx_tile_supported``) reads from the CPU; ``False`` for a torch without it."""
+    check = getattr(getattr(torch, "cpu", None), probe, None)
+    try:
+        return bool(check()) if check is not None else False
+    except RuntimeError:  # pragma: no cover - a torch build without the probe
+        return False
+
+
 def cpu_computes_bf16(torch: Any) -> bool:
     """Whether this CPU computes bfloat16 matrix products natively: AVX-512 BF16 or AMX
     tiles, as PyTorch reads them from the CPU (``torch.cpu`` capability checks). On CPUs
     without either, oneDNN emulates bf16, which is slower than float32."""
-    cpu = getattr(torch, "cpu", None)
-    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-        check = getattr(cpu, probe, None)
-        try:
-            if check is not None and check():
-                return True
-        except RuntimeError:  # pragma: no cover - a torch build without the probe
-            continue
-    return False
+    return any(cpu_has(torch, p) for p in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
 
 
 def choose_dtype(requested: str | None, hardware: Hardware, *, saved: str | None) -> DtypeChoice:

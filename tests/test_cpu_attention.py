@@ -181,7 +181,7 @@ def test_policy_sdpa_where_the_kernel_does_not_apply(monkeypatch: pytest.MonkeyP
     assert _cpu_attention.unavailable_reason(torch) == "QWEN3_RERANK_CPU_ATTENTION=sdpa"
     monkeypatch.delenv("QWEN3_RERANK_CPU_ATTENTION")
     probes = {"_is_avx512_bf16_supported": True, "_is_amx_tile_supported": True}
-    monkeypatch.setattr(_cpu_attention, "_has", lambda torch, probe: probes[probe])
+    monkeypatch.setattr(_cpu_attention, "cpu_has", lambda torch, probe: probes[probe])
     monkeypatch.setattr(_cpu_attention.platform, "system", lambda: "Linux")
     monkeypatch.setattr(_cpu_attention.platform, "machine", lambda: "x86_64")
     monkeypatch.setattr(_cpu_attention.shutil, "which", lambda name: "/usr/bin/cc")

@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
-__all__ = ["Backend", "Group", "progress_bar"]
+__all__ = ["Backend", "Group", "nothing", "progress_bar"]
 
 logger = logging.getLogger("qwen3_rerank_core")
 
@@ -53,7 +53,7 @@ class Backend(ABC):
         thread, and a float32 product split over another number of threads rounds
         differently. By default nothing.
         """
-        return _nothing
+        return nothing
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (connections, GPU memory)."""
@@ -63,8 +63,8 @@ class Backend(ABC):
         self.close()
 
 
-def _nothing() -> None:
-    pass
+def nothing() -> None:
+    """Does nothing: the default :meth:`Backend.caller_setup` function."""
 
 
 def _no_progress(n: int) -> None:

@@ -42,6 +42,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .._precision import cpu_has
+
 __all__ = [
     "CpuAttention",
     "cpu_attention",
@@ -76,7 +78,7 @@ def unavailable_reason(torch: Any) -> str | None:
     if os.environ.get(_ENV, "").strip().lower() == "sdpa":
         return f"{_ENV}=sdpa"
     reason = unrunnable_reason(torch)
-    if reason is None and _has(torch, "_is_amx_tile_supported"):
+    if reason is None and cpu_has(torch, "_is_amx_tile_supported"):
         return "this CPU has AMX, which torch's attention kernel uses"
     return reason
 
@@ -85,20 +87,11 @@ def unrunnable_reason(torch: Any) -> str | None:
     """Why the kernel cannot be built or run here at all, or ``None``."""
     if platform.system() != "Linux" or platform.machine().lower() not in ("x86_64", "amd64"):
         return f"not x86-64 Linux ({platform.system()} {platform.machine()})"
-    if not _has(torch, "_is_avx512_bf16_supported"):
+    if not cpu_has(torch, "_is_avx512_bf16_supported"):
         return "this CPU has no AVX-512 BF16"
     if shutil.which(_compiler()) is None:
         return f"no C compiler ({_compiler()!r} not found; set CC)"
     return None
-
-
-def _has(torch: Any, probe: str) -> bool:
-    """A ``torch.cpu`` capability probe (``_is_avx512_bf16_supported``, ...)."""
-    check = getattr(getattr(torch, "cpu", None), probe, None)
-    try:
-        return bool(check()) if check is not None else False
-    except RuntimeError:  # pragma: no cover - a torch build without the probe
-        return False
 
 
 def _compiler() -> str:
