@@ -99,6 +99,30 @@ static inline __m512 exp512(__m512 x) {
     return _mm512_maskz_mov_ps(live, _mm512_scalef_ps(p, n));
 }
 
+/* Scores of ROWS query rows against NB (1 or 2) blocks of 16 packed keys from kcol, scaled,
+ * into o (row i at o + i * N2). Inlined with a constant NB, the loops over it unroll. */
+static inline __attribute__((always_inline)) void score_blocks(const uint32_t *kcol,
+                                                               const uint32_t *const *qrow,
+                                                               int64_t half, int64_t N2,
+                                                               __m512 scale, float *o,
+                                                               const int NB) {
+    __m512 acc[2][ROWS];
+    for (int x = 0; x < NB; x++)
+        for (int i = 0; i < ROWS; i++) acc[x][i] = _mm512_setzero_ps();
+    for (int64_t t = 0; t < half; t++) {
+        __m512bh keys[2];
+        for (int x = 0; x < NB; x++)
+            keys[x] = (__m512bh)_mm512_loadu_si512(kcol + t * N2 + 16 * x);
+        for (int i = 0; i < ROWS; i++) {
+            __m512bh qi = (__m512bh)_mm512_set1_epi32((int)qrow[i][t]);
+            for (int x = 0; x < NB; x++) acc[x][i] = _mm512_dpbf16_ps(acc[x][i], qi, keys[x]);
+        }
+    }
+    for (int x = 0; x < NB; x++)
+        for (int i = 0; i < ROWS; i++)
+            _mm512_storeu_ps(o + i * N2 + 16 * x, _mm512_mul_ps(acc[x][i], scale));
+}
+
 /* One work item: query rows r0 .. r0+nr-1 of (b, h). s: ROWS x N2 floats, p: ROWS x N2 bf16. */
 static void item(job_t *j, int64_t b, int64_t h, int64_t r0, int64_t nr, float *s, bf16 *p) {
     const int64_t d = j->d, half = d / 2, N2 = j->N2, G = j->H / j->KV, g = h / G;
@@ -121,51 +145,8 @@ static void item(job_t *j, int64_t b, int64_t h, int64_t r0, int64_t nr, float *
     /* scores: two blocks of 16 keys at a time (8 independent accumulators hide the
      * latency of VDPBF16PS), then the odd block */
     int64_t kb = 0;
-    for (; kb + 1 < blocks; kb += 2) {
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-        const uint32_t *kcol = kp + kb * 16;
-        for (int64_t t = 0; t < half; t++) {
-            __m512bh ka = (__m512bh)_mm512_loadu_si512(kcol + t * N2);
-            __m512bh kb2 = (__m512bh)_mm512_loadu_si512(kcol + t * N2 + 16);
-            __m512bh q0 = (__m512bh)_mm512_set1_epi32((int)qrow[0][t]);
-            __m512bh q1 = (__m512bh)_mm512_set1_epi32((int)qrow[1][t]);
-            __m512bh q2 = (__m512bh)_mm512_set1_epi32((int)qrow[2][t]);
-            __m512bh q3 = (__m512bh)_mm512_set1_epi32((int)qrow[3][t]);
-            a0 = _mm512_dpbf16_ps(a0, q0, ka);
-            a1 = _mm512_dpbf16_ps(a1, q1, ka);
-            a2 = _mm512_dpbf16_ps(a2, q2, ka);
-            a3 = _mm512_dpbf16_ps(a3, q3, ka);
-            b0 = _mm512_dpbf16_ps(b0, q0, kb2);
-            b1 = _mm512_dpbf16_ps(b1, q1, kb2);
-            b2 = _mm512_dpbf16_ps(b2, q2, kb2);
-            b3 = _mm512_dpbf16_ps(b3, q3, kb2);
-        }
-        float *o = s + kb * 16;
-        _mm512_storeu_ps(o + 0 * N2, _mm512_mul_ps(a0, scale));
-        _mm512_storeu_ps(o + 1 * N2, _mm512_mul_ps(a1, scale));
-        _mm512_storeu_ps(o + 2 * N2, _mm512_mul_ps(a2, scale));
-        _mm512_storeu_ps(o + 3 * N2, _mm512_mul_ps(a3, scale));
-        _mm512_storeu_ps(o + 0 * N2 + 16, _mm512_mul_ps(b0, scale));
-        _mm512_storeu_ps(o + 1 * N2 + 16, _mm512_mul_ps(b1, scale));
-        _mm512_storeu_ps(o + 2 * N2 + 16, _mm512_mul_ps(b2, scale));
-        _mm512_storeu_ps(o + 3 * N2 + 16, _mm512_mul_ps(b3, scale));
-    }
-    for (; kb < blocks; kb++) {
-        __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-        const uint32_t *kcol = kp + kb * 16;
-        for (int64_t t = 0; t < half; t++) {
-            __m512bh kv = (__m512bh)_mm512_loadu_si512(kcol + t * N2);
-            acc0 = _mm512_dpbf16_ps(acc0, (__m512bh)_mm512_set1_epi32((int)qrow[0][t]), kv);
-            acc1 = _mm512_dpbf16_ps(acc1, (__m512bh)_mm512_set1_epi32((int)qrow[1][t]), kv);
-            acc2 = _mm512_dpbf16_ps(acc2, (__m512bh)_mm512_set1_epi32((int)qrow[2][t]), kv);
-            acc3 = _mm512_dpbf16_ps(acc3, (__m512bh)_mm512_set1_epi32((int)qrow[3][t]), kv);
-        }
-        _mm512_storeu_ps(s + 0 * N2 + kb * 16, _mm512_mul_ps(acc0, scale));
-        _mm512_storeu_ps(s + 1 * N2 + kb * 16, _mm512_mul_ps(acc1, scale));
-        _mm512_storeu_ps(s + 2 * N2 + kb * 16, _mm512_mul_ps(acc2, scale));
-        _mm512_storeu_ps(s + 3 * N2 + kb * 16, _mm512_mul_ps(acc3, scale));
-    }
+    for (; kb + 1 < blocks; kb += 2) score_blocks(kp + kb * 16, qrow, half, N2, scale, s + kb * 16, 2);
+    if (kb < blocks) score_blocks(kp + kb * 16, qrow, half, N2, scale, s + kb * 16, 1);
     /* softmax weights, unnormalised, as bf16 (keys past a row's own position: 0) */
     float inv[ROWS];
     const int64_t span = blocks * 16;
