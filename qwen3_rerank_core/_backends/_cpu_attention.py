@@ -47,6 +47,7 @@ from .._precision import cpu_has
 __all__ = [
     "CpuAttention",
     "cpu_attention",
+    "kernel_library",
     "load_kernel",
     "unavailable_reason",
     "unrunnable_reason",
@@ -55,6 +56,9 @@ __all__ = [
 logger = logging.getLogger("qwen3_rerank_core")
 
 _SOURCE = Path(__file__).with_name("_attention_avx512.c")
+#: The library's sources: the attention kernel and the element-wise steps
+#: (:mod:`._cpu_elementwise`), built together.
+_SOURCES = (_SOURCE, Path(__file__).with_name("_elementwise_avx512.c"))
 _FLAGS = (
     "-O3",
     "-mavx512f",
@@ -106,9 +110,9 @@ def _cache_dir() -> Path:
 def _build() -> Path:
     """The shared library, built once per source, compiler and flags (atomic rename), in
     the cache folder, or in a new temporary folder where that one cannot be written."""
-    source = _SOURCE.read_bytes()
+    source = b"".join(path.read_bytes() for path in _SOURCES)
     key = hashlib.sha256(source + " ".join((_compiler(), *_FLAGS)).encode()).hexdigest()[:16]
-    name = f"attention-avx512-{key}.so"
+    name = f"kernels-avx512-{key}.so"
     cached = _cache_dir() / name
     if cached.exists():
         return cached
@@ -124,7 +128,7 @@ def _compile_into(library: Path) -> Path:
     os.close(fd)
     try:
         subprocess.run(
-            [_compiler(), *_FLAGS, "-o", partial, str(_SOURCE)],
+            [_compiler(), *_FLAGS, "-o", partial, *map(str, _SOURCES)],
             check=True,
             capture_output=True,
             text=True,
@@ -137,8 +141,14 @@ def _compile_into(library: Path) -> Path:
     return library
 
 
-def _load(path: Path) -> Any:
-    lib = ctypes.CDLL(str(path))
+def kernel_library() -> Any:
+    """The kernels' library (:class:`ctypes.CDLL`; built if needed), whatever the policy of
+    :func:`unavailable_reason`; raises ``OSError`` or ``subprocess.SubprocessError`` when
+    it cannot be built or loaded."""
+    return ctypes.CDLL(str(_build()))
+
+
+def _attention_function(lib: Any) -> Any:
     fn = lib.qwen3_rerank_attention_bf16
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     fn.restype = ctypes.c_int
@@ -168,7 +178,7 @@ def load_kernel() -> CpuAttention:
     """
     import torch
 
-    return functools.partial(_attend, _load(_build()), torch)
+    return functools.partial(_attend, _attention_function(kernel_library()), torch)
 
 
 @functools.cache

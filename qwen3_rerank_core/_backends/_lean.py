@@ -18,10 +18,14 @@ the same arithmetic (RMSNorm in float32, rotary embedding from the model's own
   alone on the padded layout;
 - the query/key/value projections and the MLP's gate/up projections are fused into
   one matrix product each;
-- with packed weights, the input and post-attention norms' weights are folded into
-  the projections that read them, and the SiLU and the gated product run in the MLP
-  products' epilogues; the per-head q/k norm and the rotary embedding are one float32
-  pass, the norm's weight folded into the rotary tables;
+- with packed weights, the SiLU and the gated product run in the MLP products'
+  epilogues; the per-head q/k norm and the rotary embedding are one float32 pass, the
+  norm's weight folded into the rotary tables;
+- in bf16 where our CPU kernels run (:mod:`._cpu_elementwise`), each element-wise step
+  is one pass in C: the norms (the post-attention one with the residual add before it),
+  the residual adds, the q/k norm with the rotary embedding; elsewhere, with packed
+  weights, the input and post-attention norms' weights are folded into the projections
+  that read them (one pass less in torch, for one more rounding of those weights);
 - with ``compile=True``, each layer of the scored rows runs under ``torch.compile``
   (:func:`~._lean_ops.compiled`): TorchInductor fuses the element-wise work, the products
   and attention staying opaque operators;
@@ -57,6 +61,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._cpu_attention import cpu_attention
+from ._cpu_elementwise import CpuElementwise, cpu_elementwise
 from ._lean_ops import attend, compiled, packed_linear, swiglu
 
 __all__ = [
@@ -232,8 +237,8 @@ class _Layer:
     down: _Linear
     input_norm: Any | None
     """The input norm's weight in float32, or ``None`` where it is folded into the
-    projections that read the norm's output (packed weights: one pass over the hidden
-    states less)."""
+    projections that read the norm's output (packed weights with the element-wise steps
+    in torch: one pass over the hidden states less)."""
     post_norm: Any | None
     """The post-attention norm's weight, or ``None`` where it is folded (as ``input_norm``)."""
     q_heads: _HeadNorm
@@ -362,10 +367,6 @@ class LeanForward:
         self.packed = bool(pack)
         # SiLU and the gated product fused into the packed products where oneDNN can.
         self._swiglu = self.packed and self._silu and swiglu_fusable(weight.dtype)
-        n_layers = len(decoder.layers)
-        self._layers = [
-            self._prepare(layer, last=i == n_layers - 1) for i, layer in enumerate(decoder.layers)
-        ]
         self._chunk = self._attention_chunk(weight.device)
         self.cpu_kernel = (
             weight.device.type == "cpu"
@@ -374,6 +375,13 @@ class LeanForward:
         )
         """Whether attention runs on our AVX-512 BF16 kernel (bf16 on a CPU where
         :func:`~._cpu_attention.cpu_attention` applies), else on torch's SDPA."""
+        self._steps: CpuElementwise | None = cpu_elementwise() if self.cpu_kernel else None
+        """The element-wise steps in C where the kernel runs (eager only: compiled, the
+        compiler fuses them)."""
+        n_layers = len(decoder.layers)
+        self._layers = [
+            self._prepare(layer, last=i == n_layers - 1) for i, layer in enumerate(decoder.layers)
+        ]
         self.compiled = bool(compile)
         """Whether the layers run under ``torch.compile`` (``dynamic=True``: one graph
         for every batch shape, compiled at the first calls)."""
@@ -388,8 +396,9 @@ class LeanForward:
     def _prepare(self, layer: Any, *, last: bool) -> _Layer:
         """The projections of ``layer``: fused query/key/value for all but the last
         layer, separate query and key/value for the last one (:meth:`_layer`). With
-        packed weights, the input and post-attention norms' weights are folded into the
-        projections that read them (``W @ (w * x) = (W * w) @ x``)."""
+        packed weights and the element-wise steps in torch, the input and post-attention
+        norms' weights are folded into the projections that read them (``W @ (w * x) =
+        (W * w) @ x``); the C steps apply them in the norm's own pass, unrounded."""
         torch = self._torch
         attn, mlp = layer.self_attn, layer.mlp
         qkv_modules = [getattr(attn, n) for n in _FUSED]
@@ -404,7 +413,7 @@ class LeanForward:
         gate_up_w, gate_up_b = _stack(gate_up_modules, torch)
         input_norm = layer.input_layernorm.weight.detach().float()
         post_norm = layer.post_attention_layernorm.weight.detach().float()
-        if self.packed:
+        if self.packed and self._steps is None:
             qkv_w, gate_up_w = _fold(qkv_w, input_norm), _fold(gate_up_w, post_norm)
             input_norm = post_norm = None
         linear = self._linear
@@ -477,12 +486,25 @@ class LeanForward:
         """Qwen3 RMSNorm of the float32 residual stream ``x``, computed in float32 and
         returned in the weights' dtype (the input of the next projection). ``weight=None``:
         the weight is folded into that projection (:func:`_fold`)."""
+        return self._add_norm(x, None, weight, eps)[1]
+
+    def _add_norm(self, x: Any, delta: Any | None, weight: Any | None, eps: float) -> Any:
+        """``x + delta`` (:meth:`_residual_add`; ``delta=None``: ``x``) and its
+        :meth:`_norm`, as ``(sum, normed)``; one pass in C where :attr:`_steps` runs."""
+        torch = self._torch
+        steps = None if torch.compiler.is_compiling() else self._steps
+        if steps is not None:
+            normed = steps.add_rms_norm(x, delta, weight, eps)
+            if normed is not None:
+                return x, normed
+        if delta is not None:
+            x = self._residual_add(x, delta)
         scale = self._inverse_rms(x, eps)
-        if self._torch.compiler.is_compiling():
-            return (x * scale if weight is None else x * scale * weight).to(self._dtype)
+        if torch.compiler.is_compiling():
+            return x, (x * scale if weight is None else x * scale * weight).to(self._dtype)
         if weight is None:
-            return self._torch.mul(x, scale, out=x.new_empty(x.shape, dtype=self._dtype))
-        return (x * scale).mul_(weight).to(self._dtype)
+            return x, torch.mul(x, scale, out=x.new_empty(x.shape, dtype=self._dtype))
+        return x, (x * scale).mul_(weight).to(self._dtype)
 
     def _final_norm(self, x: Any) -> Any:
         """The decoder's final norm, kept in float32: the score is computed from a float32
@@ -498,6 +520,8 @@ class LeanForward:
         would cost a copy back into it."""
         if self._torch.compiler.is_compiling():
             return x + delta
+        if self._steps is not None and self._steps.add(x, delta) is not None:
+            return x
         # ``delta`` widened first: an in-place add of a bfloat16 tensor to a float32 one
         # takes the slow mixed-dtype path (2.1x slower than widen-then-add, measured).
         return x.add_(delta.to(x.dtype))
@@ -516,6 +540,12 @@ class LeanForward:
         by three passes, not the nine of norm, weight and rotation one after the other.
         Compiled, the same formula in plain ops (one fused pass)."""
         torch = self._torch
+        if self._steps is not None and not torch.compiler.is_compiling():
+            out = self._steps.norm_rotate(
+                x, norm.weight, norm.swapped, rope.cos, rope.signed_sin, norm.eps
+            )
+            if out is not None:
+                return out
         x = x.float()
         scale = self._inverse_rms(x, norm.eps)
         cos = rope.cos * norm.weight
@@ -623,11 +653,9 @@ class LeanForward:
         out = out.reshape(out.shape[0], out.shape[1], -1)
         if ragged is not None and last is None:
             out = ragged.packed(out)
-        x = self._residual_add(x, layer.o(out))
         post = module.post_attention_layernorm
-        x = self._residual_add(
-            x, self._mlp(layer, self._norm(x, layer.post_norm, post.variance_epsilon))
-        )
+        x, h = self._add_norm(x, layer.o(out), layer.post_norm, post.variance_epsilon)
+        x = self._residual_add(x, self._mlp(layer, h))
         return x, k, v
 
     def _at_last(self, x: Any, last: Any, ragged: _Ragged | None) -> Any:

@@ -1,0 +1,124 @@
+/* The lean forward's element-wise steps in one pass each, for CPUs with AVX-512 BF16
+ * (qwen3_rerank_core). Built with _attention_avx512.c into one library
+ * (_cpu_kernels.py) and used where that library is.
+ *
+ * The residual stream is float32, the projections' inputs and outputs bfloat16. Every
+ * step reads and writes each element once, with the arithmetic of the torch steps it
+ * replaces (LeanForward._norm, _residual_add, _norm_rotate): float32 throughout, one
+ * rounding to bf16 at the end (round to nearest even). Rows are shared out among the
+ * threads of the calling thread's OpenMP team (torch's).
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+
+typedef uint16_t bf16;
+
+/* The largest head dimension norm_rotate takes (its row is kept on the stack). */
+#define MAX_HEAD_DIM 1024
+
+static inline __m512 load_bf16(const bf16 *p) {
+    __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+}
+
+static inline void store_bf16(bf16 *p, __m512 x) {
+    _mm256_storeu_si256((__m256i *)p, (__m256i)_mm512_cvtneps_pbh(x));
+}
+
+/* For each of T rows of n floats (x, row stride x_s): with delta (bf16, row stride d_s),
+ * x += delta first, in place; then out = bf16(x * (1 / sqrt(mean(x^2) + eps)) * weight)
+ * (weight: n floats, or NULL for none), out's row stride out_s. n: a multiple of 16.
+ * Returns 0, or 1 when n is not a multiple of 16. */
+int qwen3_rerank_add_rms_norm(float *x, int64_t x_s, const bf16 *delta, int64_t d_s,
+                              const float *weight, float eps, bf16 *out, int64_t out_s, int64_t T,
+                              int64_t n, int threads) {
+    if (n % 16 != 0 || threads < 1) return 1;
+#pragma omp parallel for num_threads(threads) schedule(static) if (T > 1)
+    for (int64_t t = 0; t < T; t++) {
+        float *row = x + t * x_s;
+        __m512 squares = _mm512_setzero_ps();
+        if (delta) {
+            const bf16 *dr = delta + t * d_s;
+            for (int64_t c = 0; c < n; c += 16) {
+                __m512 v = _mm512_add_ps(_mm512_loadu_ps(row + c), load_bf16(dr + c));
+                _mm512_storeu_ps(row + c, v);
+                squares = _mm512_fmadd_ps(v, v, squares);
+            }
+        } else {
+            for (int64_t c = 0; c < n; c += 16) {
+                __m512 v = _mm512_loadu_ps(row + c);
+                squares = _mm512_fmadd_ps(v, v, squares);
+            }
+        }
+        const __m512 inv =
+            _mm512_set1_ps(1.0f / sqrtf(_mm512_reduce_add_ps(squares) / (float)n + eps));
+        bf16 *o = out + t * out_s;
+        for (int64_t c = 0; c < n; c += 16) {
+            __m512 v = _mm512_mul_ps(_mm512_loadu_ps(row + c), inv);
+            if (weight) v = _mm512_mul_ps(v, _mm512_loadu_ps(weight + c));
+            store_bf16(o + c, v);
+        }
+    }
+    return 0;
+}
+
+/* x += delta (float32 += bf16) for T rows of n, in place. Returns 0, or 1 (n % 16). */
+int qwen3_rerank_add(float *x, int64_t x_s, const bf16 *delta, int64_t d_s, int64_t T,
+                     int64_t n, int threads) {
+    if (n % 16 != 0 || threads < 1) return 1;
+#pragma omp parallel for num_threads(threads) schedule(static) if (T > 1)
+    for (int64_t t = 0; t < T; t++) {
+        float *row = x + t * x_s;
+        const bf16 *dr = delta + t * d_s;
+        for (int64_t c = 0; c < n; c += 16)
+            _mm512_storeu_ps(row + c, _mm512_add_ps(_mm512_loadu_ps(row + c), load_bf16(dr + c)));
+    }
+    return 0;
+}
+
+/* Per-head RMSNorm then the rotary embedding of x, (B, S, heads, D) bf16 (strides xb, xs,
+ * xh; the head dimension contiguous), into out, (B, S, heads, D) bf16 contiguous:
+ *
+ *   out[c] = bf16((x[c] * cos[c] * w[c] + x[c ^ half] * sin[c] * ws[c]) / rms(x))
+ *
+ * with c ^ half the other half's element, cos and sin (signed: the first half negated)
+ * the position's tables, float32 (strides cb (0: shared by the batch) and cs, the head
+ * dimension contiguous), w the head's norm weight and ws the same with its halves swapped,
+ * (heads, D) float32 contiguous. D: a multiple of 32, at most MAX_HEAD_DIM.
+ * Returns 0, or 1 for a D it does not take. */
+int qwen3_rerank_norm_rotate(const bf16 *x, int64_t xb, int64_t xs, int64_t xh, const float *cos,
+                             const float *sin, int64_t cb, int64_t cs, const float *w,
+                             const float *ws, float eps, bf16 *out, int64_t B, int64_t S,
+                             int64_t heads, int64_t D, int threads) {
+    if (D % 32 != 0 || D > MAX_HEAD_DIM || threads < 1) return 1;
+    const int64_t half = D / 2;
+#pragma omp parallel for num_threads(threads) schedule(static) if (B * S > 1)
+    for (int64_t r = 0; r < B * S; r++) {
+        const int64_t b = r / S, s = r % S;
+        const float *cr = cos + b * cb + s * cs, *sr = sin + b * cb + s * cs;
+        float v[MAX_HEAD_DIM];
+        for (int64_t h = 0; h < heads; h++) {
+            const bf16 *xr = x + b * xb + s * xs + h * xh;
+            const float *wr = w + h * D, *wsr = ws + h * D;
+            __m512 squares = _mm512_setzero_ps();
+            for (int64_t c = 0; c < D; c += 16) {
+                __m512 e = load_bf16(xr + c);
+                _mm512_storeu_ps(v + c, e);
+                squares = _mm512_fmadd_ps(e, e, squares);
+            }
+            const __m512 inv =
+                _mm512_set1_ps(1.0f / sqrtf(_mm512_reduce_add_ps(squares) / (float)D + eps));
+            bf16 *o = out + (r * heads + h) * D;
+            for (int64_t c = 0; c < D; c += 16) {
+                const int64_t other = c < half ? c + half : c - half;
+                __m512 rot_cos = _mm512_mul_ps(_mm512_loadu_ps(cr + c), _mm512_loadu_ps(wr + c));
+                __m512 rot_sin = _mm512_mul_ps(_mm512_loadu_ps(sr + c), _mm512_loadu_ps(wsr + c));
+                __m512 e = _mm512_mul_ps(_mm512_loadu_ps(v + c), rot_cos);
+                e = _mm512_fmadd_ps(_mm512_loadu_ps(v + other), rot_sin, e);
+                store_bf16(o + c, _mm512_mul_ps(e, inv));
+            }
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,223 @@
+"""The lean forward's element-wise steps in C (``_backends/_cpu_elementwise.py``).
+
+Each step is held to the torch arithmetic it replaces (float32, one rounding to bf16):
+equal to it within one bf16 rounding, on the layouts the lean forward passes (the q/k
+columns of the fused projection, rotary tables shared by a batch or one a row, the ragged
+rows), the residual add exact; the same bits on any thread count; inputs it does not take
+are refused (``None``: the caller runs torch). Then the whole bf16 forward with the steps,
+norm weights that are not ones and left unfolded, against float32. Where this CPU cannot
+build or run the library (no AVX-512 BF16, no C compiler), these tests skip.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from qwen3_rerank_core._backends import _cpu_attention, _cpu_elementwise, _lean  # noqa: E402
+from qwen3_rerank_core.testing import cached_checkpoint, default_cache_dir  # noqa: E402
+
+RUNNABLE = _cpu_attention.unrunnable_reason(torch)
+
+
+@pytest.fixture(scope="module")
+def steps() -> _cpu_elementwise.CpuElementwise:
+    if RUNNABLE is not None:
+        pytest.skip(f"kernels: {RUNNABLE}")
+    return _cpu_elementwise.load_elementwise()
+
+
+def _gen(seed: int) -> Any:
+    return torch.Generator().manual_seed(seed)
+
+
+def _close_in_bf16(got: Any, want: Any, scale: Any | None = None) -> None:
+    """``got`` (bf16) is ``want`` (float32) rounded to bf16, give or take the float32
+    arithmetic's last bits: at most 2 bf16 ulps apart, nearly all equal. ``scale``: the
+    magnitude of the terms summed into ``want`` (where they cancel, float32's error is
+    relative to them)."""
+    assert got.dtype == torch.bfloat16 and got.shape == want.shape
+    size = want.abs() if scale is None else torch.maximum(want.abs(), scale * 2.0**-14)
+    ulp = size.clamp_min(1e-30) * 2.0**-7
+    diff = (got.float() - want).abs()
+    assert bool((diff <= 2 * ulp).all()), float((diff / ulp).max())
+    assert float((got != want.bfloat16()).float().mean()) < 0.01
+
+
+def _rms_norm(x: Any, weight: Any | None, eps: float) -> Any:
+    scale = torch.rsqrt(x.double().square().mean(-1, keepdim=True) + eps)
+    out = x.double() * scale
+    return (out if weight is None else out * weight.double()).float()
+
+
+@pytest.mark.parametrize("width", [64, 1024])
+@pytest.mark.parametrize("with_delta", [False, True])
+@pytest.mark.parametrize("with_weight", [False, True])
+def test_add_rms_norm_is_the_torch_norm_of_the_sum(
+    steps: Any, width: int, with_delta: bool, with_weight: bool
+) -> None:
+    g = _gen(width)
+    x = torch.randn(3, 7, width, generator=g) * 3
+    delta = (torch.randn(3, 7, width, generator=g) * 2).bfloat16() if with_delta else None
+    weight = torch.rand(width, generator=g) * 2 if with_weight else None
+    before = x.clone()
+    normed = steps.add_rms_norm(x, delta, weight, 1e-6)
+    want_x = before + delta.float() if delta is not None else before
+    assert torch.equal(x, want_x)  # the add: exact, in place
+    _close_in_bf16(normed, _rms_norm(want_x, weight, 1e-6))
+
+
+def test_add_is_exact_and_in_place(steps: Any) -> None:
+    g = _gen(1)
+    x = torch.randn(1, 37, 512, generator=g)
+    delta = torch.randn(1, 37, 512, generator=g).bfloat16()
+    want = x + delta.float()
+    assert steps.add(x, delta) is x
+    assert torch.equal(x, want)
+
+
+def _norm_rotate(
+    x: Any, weight: Any, swapped: Any, cos: Any, sin: Any, eps: float
+) -> tuple[Any, Any]:
+    """The reference: Qwen3's per-head RMSNorm then ``x * cos + swap_halves(x) * sin``,
+    in float64; and the magnitude of those two terms."""
+    x = x.double()
+    normed = x * torch.rsqrt(x.square().mean(-1, keepdim=True) + eps) * weight.double()
+    half = x.shape[-1] // 2
+    swapped_x = torch.cat((normed[..., half:], normed[..., :half]), dim=-1)
+    a, b = normed * cos.double(), swapped_x * sin.double()
+    return (a + b).float(), (a.abs() + b.abs()).float()
+
+
+def _tables(batch: int, positions: int, dim: int, seed: int) -> tuple[Any, Any]:
+    g = _gen(seed)
+    angle = torch.rand(batch, positions, 1, dim // 2, generator=g) * 6.3
+    angle = torch.cat((angle, angle), dim=-1)
+    sin = angle.sin()
+    half = dim // 2
+    signed = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+    return angle.cos(), signed
+
+
+@pytest.mark.parametrize(
+    ("batch", "positions", "dim", "table_batch"),
+    [(2, 9, 128, 1), (1, 40, 64, 1), (5, 1, 128, 5), (3, 4, 256, 3)],
+    ids=["padded-d128", "ragged-d64", "last-positions", "d256"],
+)
+def test_norm_rotate_is_the_torch_norm_then_rotation(
+    steps: Any, batch: int, positions: int, dim: int, table_batch: int
+) -> None:
+    """On the q/k columns of a fused projection's output (a strided view), the rotary
+    tables shared by the batch or one a row."""
+    g = _gen(dim + positions)
+    heads, kv_heads = 4, 2
+    qkv = (torch.randn(batch, positions, (heads + 2 * kv_heads) * dim, generator=g) * 3).bfloat16()
+    x = qkv[..., : (heads + kv_heads) * dim].view(batch, positions, heads + kv_heads, dim)
+    weight = torch.rand(heads + kv_heads, dim, generator=g) * 2
+    half = dim // 2
+    swapped = torch.cat((weight[:, half:], weight[:, :half]), dim=-1)
+    cos, sin = _tables(table_batch, positions, dim, seed=dim)
+    got = steps.norm_rotate(x, weight, swapped, cos, sin, 1e-6)
+    assert got.is_contiguous()
+    _close_in_bf16(got, *_norm_rotate(x, weight, swapped, cos, sin, 1e-6))
+
+
+def test_the_same_bits_on_any_thread_count(steps: Any) -> None:
+    g = _gen(7)
+    x = torch.randn(64, 256, generator=g)
+    delta = torch.randn(64, 256, generator=g).bfloat16()
+    q = torch.randn(2, 32, 6, 128, generator=g).bfloat16()
+    weight = torch.rand(6, 128, generator=g)
+    cos, sin = _tables(1, 32, 128, seed=3)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            y = x.clone()
+            results.append(
+                (
+                    steps.add_rms_norm(y, delta, None, 1e-6),
+                    y,
+                    steps.norm_rotate(q, weight, weight, cos, sin, 1e-6),
+                )
+            )
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(results[0], other, strict=True))
+
+
+def test_inputs_it_does_not_take_are_refused(steps: Any) -> None:
+    """``None`` (the caller runs torch) for another dtype, a width that is not a multiple
+    of 16, a head dimension that is not a multiple of 32, a non-contiguous stream."""
+    x = torch.randn(2, 24)
+    assert steps.add_rms_norm(x, None, None, 1e-6) is None
+    assert steps.add(x, x.bfloat16()) is None
+    assert steps.add_rms_norm(torch.randn(2, 32).double(), None, None, 1e-6) is None
+    assert steps.add_rms_norm(torch.randn(32, 2).T, None, None, 1e-6) is None
+    assert steps.add(torch.randn(2, 32), torch.randn(2, 32)) is None  # a float32 delta
+    q = torch.randn(1, 3, 2, 48).bfloat16()
+    cos, sin = _tables(1, 3, 48, seed=0)
+    w = torch.ones(2, 48)
+    assert steps.norm_rotate(q, w, w, cos, sin, 1e-6) is None
+    cos, sin = _tables(1, 3, 64, seed=0)
+    assert (
+        steps.norm_rotate(
+            torch.randn(1, 3, 2, 64), torch.ones(2, 64), torch.ones(2, 64), cos, sin, 1e-6
+        )
+        is None
+    )
+
+
+def _hidden(
+    model: Any, monkeypatch: pytest.MonkeyPatch, use_steps: Any | None, dtype: Any
+) -> tuple[Any, Any]:
+    """Last hidden states of a few rows after a prefix, from a :class:`LeanForward` over a
+    copy of ``model`` in ``dtype``, with the C steps (``use_steps``) or torch's."""
+    monkeypatch.setattr(_lean, "cpu_elementwise", lambda: use_steps)
+    lean = _lean.LeanForward(copy.deepcopy(model).to(dtype).model)
+    g = _gen(11)
+    rows = [torch.randint(1000, 5000, (n,), generator=g).tolist() for n in (5, 31, 17, 60, 2)]
+    prefix = lean.prefix(torch.randint(1000, 5000, (23,), generator=g).tolist())
+    return lean, lean.last_hidden(rows, prefix, pad_id=0)
+
+
+def test_the_bf16_forward_with_the_steps_is_as_close_to_float32_as_with_torch(
+    steps: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Norm weights that are not ones: with the C steps they stay unfolded (applied in the
+    norm's pass, in float32) and the hidden states are no further from float32's than with
+    torch's steps (which fold them into the bf16 weights)."""
+    from transformers import AutoModelForCausalLM
+
+    config = {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 3}
+    folder = cached_checkpoint(
+        {**config, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64},
+        dtype="bfloat16",
+        cache_dir=default_cache_dir(),
+    )
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.bfloat16).eval()
+    g = _gen(5)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_(torch.rand(p.shape, generator=g) * 1.5 + 0.25)
+    kernel_on = lambda: _cpu_attention.load_kernel()  # noqa: E731
+    monkeypatch.setattr(_lean, "cpu_attention", kernel_on)
+    _, exact = _hidden(model, monkeypatch, None, torch.float32)
+    with_c, ours = _hidden(model, monkeypatch, steps, torch.bfloat16)
+    with_torch, theirs = _hidden(model, monkeypatch, None, torch.bfloat16)
+    assert with_c._layers[0].input_norm is not None  # unfolded with the C steps
+    if with_torch.packed:
+        assert with_torch._layers[0].input_norm is None  # folded with torch's
+
+    def error(h: Any) -> float:
+        return float(((h - exact).norm(dim=-1) / exact.norm(dim=-1)).mean())
+
+    assert not torch.equal(ours, theirs)  # the steps ran
+    assert error(ours) <= 1.25 * error(theirs) + 1e-3, (error(ours), error(theirs))
