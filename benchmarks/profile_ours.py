@@ -1,4 +1,4 @@
-"""Where our transformers backend's time goes on workload a (torch.profiler + cProfile).
+"""Where our transformers backend's time goes on a workload (torch.profiler + cProfile).
 
 One warm ``score`` call timed, the tokenization alone, then one call under
 ``torch.profiler`` (ops by self CPU time, and their shares by kind: linear layers,
@@ -34,6 +34,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--max-batch-tokens", type=int, default=None, help="default: automatic")
     p.add_argument("--docs-scale", type=float, default=0.2)
+    p.add_argument("--workload", default="a", help="a workload of workloads.py (default: a)")
     p.add_argument("--dtype", default="default", help="'default': our precision policy")
     p.add_argument("--save-dtype", default="bfloat16", help="the checkpoint's saved dtype")
     args = p.parse_args()
@@ -57,7 +58,9 @@ def main() -> int:
     ).load()
     backend = rr._get_backend()
     print(f"dtype: {backend.dtype_choice.name} ({backend.dtype_choice.reason})")
-    wl = make_workload(WORKLOADS["a"], backend._tokenizer, seed=0, docs_scale=args.docs_scale)
+    wl = make_workload(
+        WORKLOADS[args.workload], backend._tokenizer, seed=0, docs_scale=args.docs_scale
+    )
     query, docs = wl.items[0]
 
     def call() -> None:

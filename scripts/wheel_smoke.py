@@ -37,8 +37,9 @@ def check_core() -> None:
     template = package / "templates" / "qwen3_reranker.jinja"
     assert template.is_file() and "<|im_start|>" in template.read_text(), template
     assert (package / "py.typed").is_file(), "py.typed missing from the wheel"
-    kernel = package / "_backends" / "_attention_avx512.c"  # the CPU attention kernel's source
-    assert kernel.is_file(), "_backends/_attention_avx512.c missing from the wheel"
+    # The CPU kernels' sources, built at first use.
+    for name in ("_attention_avx512.c", "_elementwise_avx512.c", "_avx512_common.h"):
+        assert (package / "_backends" / name).is_file(), f"_backends/{name} missing from the wheel"
     for name in ("LICENSE",):
         files = importlib.metadata.files("qwen3-rerank-core") or []
         assert any(Path(str(f)).name == name for f in files), f"{name} missing from the wheel"

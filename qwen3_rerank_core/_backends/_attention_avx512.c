@@ -16,15 +16,13 @@
  * keys, Vp[jp][c][2] = (V[2jp][c], V[2jp+1][c]). A work item is ROWS query rows of one
  * (b, h); the threads of an OpenMP team take items in turn.
  */
-#include <immintrin.h>
 #include <math.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define ROWS 4
+#include "_avx512_common.h"
 
-typedef uint16_t bf16;
+#define ROWS 4
 
 typedef struct {
     const bf16 *q;
@@ -76,27 +74,6 @@ static void pack(job_t *j, int64_t b, int64_t g) {
             dst[e] = lo | (hi << 16);
         }
     }
-}
-
-/* exp(x) for x <= 0, float32 (Cephes' expf polynomial, relative error ~2e-7); 0 below -87
- * (-inf: a key the row does not see). */
-static inline __m512 exp512(__m512 x) {
-    const __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_GE_OQ);
-    const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
-    const __m512 ln2_hi = _mm512_set1_ps(0.693359375f), ln2_lo = _mm512_set1_ps(-2.12194440e-4f);
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT);
-    __m512 f = _mm512_fnmadd_ps(n, ln2_hi, x);
-    f = _mm512_fnmadd_ps(n, ln2_lo, f);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.0000001201e-1f));
-    __m512 f2 = _mm512_mul_ps(f, f);
-    p = _mm512_fmadd_ps(p, f2, _mm512_add_ps(f, _mm512_set1_ps(1.0f)));
-    return _mm512_maskz_mov_ps(live, _mm512_scalef_ps(p, n));
 }
 
 /* Scores of ROWS query rows against NB (1 or 2) blocks of 16 packed keys from kcol, scaled,

@@ -59,6 +59,8 @@ _SOURCE = Path(__file__).with_name("_attention_avx512.c")
 #: The library's sources: the attention kernel and the element-wise steps
 #: (:mod:`._cpu_elementwise`), built together.
 _SOURCES = (_SOURCE, Path(__file__).with_name("_elementwise_avx512.c"))
+#: The header both include (part of the build's key).
+_HEADER = Path(__file__).with_name("_avx512_common.h")
 _FLAGS = (
     "-O3",
     "-mavx512f",
@@ -110,7 +112,7 @@ def _cache_dir() -> Path:
 def _build() -> Path:
     """The shared library, built once per source, compiler and flags (atomic rename), in
     the cache folder, or in a new temporary folder where that one cannot be written."""
-    source = b"".join(path.read_bytes() for path in _SOURCES)
+    source = b"".join(path.read_bytes() for path in (*_SOURCES, _HEADER))
     key = hashlib.sha256(source + " ".join((_compiler(), *_FLAGS)).encode()).hexdigest()[:16]
     name = f"kernels-avx512-{key}.so"
     cached = _cache_dir() / name

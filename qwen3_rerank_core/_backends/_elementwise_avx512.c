@@ -1,6 +1,6 @@
 /* The lean forward's element-wise steps in one pass each, for CPUs with AVX-512 BF16
  * (qwen3_rerank_core). Built with _attention_avx512.c into one library
- * (_cpu_kernels.py) and used where that library is.
+ * (_cpu_attention.py) and used where that library is (_cpu_elementwise.py).
  *
  * The residual stream is float32, the projections' inputs and outputs bfloat16. Every
  * step reads and writes each element once, with the arithmetic of the torch steps it
@@ -8,23 +8,12 @@
  * rounding to bf16 at the end (round to nearest even). Rows are shared out among the
  * threads of the calling thread's OpenMP team (torch's).
  */
-#include <immintrin.h>
 #include <math.h>
-#include <stdint.h>
 
-typedef uint16_t bf16;
+#include "_avx512_common.h"
 
 /* The largest head dimension norm_rotate takes (its row is kept on the stack). */
 #define MAX_HEAD_DIM 1024
-
-static inline __m512 load_bf16(const bf16 *p) {
-    __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
-}
-
-static inline void store_bf16(bf16 *p, __m512 x) {
-    _mm256_storeu_si256((__m256i *)p, (__m256i)_mm512_cvtneps_pbh(x));
-}
 
 /* For each of T rows of n floats (x, row stride x_s): with delta (bf16, row stride d_s),
  * x += delta first, in place; then out = bf16(x * (1 / sqrt(mean(x^2) + eps)) * weight)
