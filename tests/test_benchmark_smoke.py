@@ -10,6 +10,7 @@ the sentence-transformers rows are checked only when it is installed.
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -357,3 +358,32 @@ def test_attention_kernel_script_prints_the_comparison(
     assert len(rows) == 1
     sdpa_err, kernel_err = (float(x) for x in rows[0].split("|")[-2].split("/"))
     assert kernel_err <= 1.25 * sdpa_err + 2e-3
+
+
+def test_bf16_accuracy_script_reports_both_deviations(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One seed of the tiny config and its +norms copy (norm weights that are not ones):
+    a row each, deviations finite, the recipe's and ours both away from float32 (bf16)."""
+    import torch
+
+    from qwen3_rerank_core.testing import default_cache_dir
+
+    module = _load_script("bf16_accuracy")
+    threads = torch.get_num_threads()
+    out = tmp_path / "acc.json"
+    try:
+        rows = module.main(
+            [
+                *("--configs", "tiny,tiny+norms", "--seeds", "1", "--workloads", "b"),
+                *("--docs-scale", "0.04", "--threads", "1"),
+                *("--cache-dir", str(default_cache_dir()), "--json", str(out)),
+            ]
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert [(r.config, r.docs) for r in rows] == [("tiny", 4), ("tiny+norms", 4)]
+    for r in rows:
+        assert 0 < r.recipe_mean <= r.recipe_max < 1 and 0 <= r.ours_mean <= r.ours_max < 1
+    assert "largest deviation within the recipe's + 1e-5" in capsys.readouterr().out
+    assert len(json.loads(out.read_text())["rows"]) == 2

@@ -6,11 +6,13 @@ fifth to two fifths of a reranker's call there (``docs/benchmarks.md``). The C k
 beside this module (``_attention_avx512.c``) computes the same attention with the
 CPU's bf16 dot-product instruction (VDPBF16PS, float32 accumulation), float32 scores and
 softmax, the softmax weights rounded to bf16 for the product with the values as torch's
-kernel does: 2.3-3.9x faster on the shapes measured, reading the query prefix's keys and
+kernel does: 2.9-3.7x faster on the shapes measured, reading the query prefix's keys and
 values in place instead of copying them beside each row's.
 
-It is built with the system's C compiler at first use (about half a second), kept in
-``$XDG_CACHE_HOME/qwen3-rerank/kernels`` (``~/.cache/...``) under the hash of its source
+It is built, with the element-wise steps of :mod:`._cpu_elementwise` (one library,
+:func:`kernel_library`; the same policy decides for both), with the system's C compiler at
+first use (about half a second), kept in
+``$XDG_CACHE_HOME/qwen3-rerank/kernels`` (``~/.cache/...``) under the hash of its sources
 and flags, and loaded with :mod:`ctypes`. :func:`cpu_attention` returns ``None``, and
 the lean forward keeps SDPA, wherever it does not apply: another architecture than
 x86-64 Linux, a CPU without AVX-512 BF16, a CPU with AMX (where torch's kernel uses it;
