@@ -179,6 +179,7 @@ def test_a_cache_folder_it_cannot_write_builds_in_a_temporary_one(
 def test_policy_sdpa_where_the_kernel_does_not_apply(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QWEN3_RERANK_CPU_ATTENTION", "sdpa")
     assert _cpu_attention.unavailable_reason(torch) == "QWEN3_RERANK_CPU_ATTENTION=sdpa"
+    assert _cpu_attention.library_unavailable_reason(torch) == "QWEN3_RERANK_CPU_ATTENTION=sdpa"
     monkeypatch.delenv("QWEN3_RERANK_CPU_ATTENTION")
     probes = {"_is_avx512_bf16_supported": True, "_is_amx_tile_supported": True}
     monkeypatch.setattr(_cpu_attention, "cpu_has", lambda torch, probe: probes[probe])
@@ -186,6 +187,8 @@ def test_policy_sdpa_where_the_kernel_does_not_apply(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(_cpu_attention.platform, "machine", lambda: "x86_64")
     monkeypatch.setattr(_cpu_attention.shutil, "which", lambda name: "/usr/bin/cc")
     assert "AMX" in str(_cpu_attention.unavailable_reason(torch))
+    # The element-wise steps of the same library run with AMX (torch's passes do not use it).
+    assert _cpu_attention.library_unavailable_reason(torch) is None
     probes["_is_amx_tile_supported"] = False
     assert _cpu_attention.unavailable_reason(torch) is None
     probes["_is_avx512_bf16_supported"] = False

@@ -221,3 +221,25 @@ def test_the_bf16_forward_with_the_steps_is_as_close_to_float32_as_with_torch(
 
     assert not torch.equal(ours, theirs)  # the steps ran
     assert error(ours) <= 1.25 * error(theirs) + 1e-3, (error(ours), error(theirs))
+
+
+def test_the_forward_uses_the_steps_in_bf16_on_cpu_only(
+    steps: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the library runs, a bf16 CPU forward takes the C steps (and says so in the
+    load log), a float32 one keeps torch's; ``QWEN3_RERANK_CPU_ATTENTION=sdpa`` turns
+    them off."""
+    from qwen3_rerank_core import Qwen3Reranker
+
+    monkeypatch.setattr(_lean, "cpu_elementwise", lambda: steps)
+    folder = cached_checkpoint(dtype="bfloat16", cache_dir=default_cache_dir())
+    with Qwen3Reranker(model=str(folder), device="cpu", dtype="bfloat16") as rr:
+        backend = rr._get_backend()
+        assert backend._lean.cpu_steps  # type: ignore[attr-defined]
+        assert "element-wise steps in C" in backend._forward_name()  # type: ignore[attr-defined]
+    with Qwen3Reranker(model=str(folder), device="cpu", dtype="float32") as rr:
+        assert not rr._get_backend()._lean.cpu_steps  # type: ignore[attr-defined]
+    monkeypatch.setattr(_lean, "cpu_elementwise", _cpu_elementwise.cpu_elementwise.__wrapped__)
+    monkeypatch.setenv("QWEN3_RERANK_CPU_ATTENTION", "sdpa")
+    with Qwen3Reranker(model=str(folder), device="cpu", dtype="bfloat16") as rr:
+        assert not rr._get_backend()._lean.cpu_steps  # type: ignore[attr-defined]

@@ -10,8 +10,8 @@ kernel does: 2.9-3.7x faster on the shapes measured, reading the query prefix's 
 values in place instead of copying them beside each row's.
 
 It is built, with the element-wise steps of :mod:`._cpu_elementwise` (one library,
-:func:`kernel_library`; the same policy decides for both), with the system's C compiler at
-first use (about half a second), kept in
+:func:`kernel_library`), with the system's C compiler at first use (about half a second),
+kept in
 ``$XDG_CACHE_HOME/qwen3-rerank/kernels`` (``~/.cache/...``) under the hash of its sources
 and flags, and loaded with :mod:`ctypes`. :func:`cpu_attention` returns ``None``, and
 the lean forward keeps SDPA, wherever it does not apply: another architecture than
@@ -50,6 +50,7 @@ __all__ = [
     "CpuAttention",
     "cpu_attention",
     "kernel_library",
+    "library_unavailable_reason",
     "load_kernel",
     "unavailable_reason",
     "unrunnable_reason",
@@ -83,12 +84,18 @@ CpuAttention = Callable[[Any, Any, Any, "tuple[Any, Any] | None", Any, float], A
 def unavailable_reason(torch: Any) -> str | None:
     """Why the lean forward keeps torch's SDPA in this process, or ``None`` when it runs
     the kernel (if it builds)."""
-    if os.environ.get(_ENV, "").strip().lower() == "sdpa":
-        return f"{_ENV}=sdpa"
-    reason = unrunnable_reason(torch)
+    reason = library_unavailable_reason(torch)
     if reason is None and cpu_has(torch, "_is_amx_tile_supported"):
         return "this CPU has AMX, which torch's attention kernel uses"
     return reason
+
+
+def library_unavailable_reason(torch: Any) -> str | None:
+    """Why the lean forward uses none of this library in this process (attention nor the
+    element-wise steps), or ``None``."""
+    if os.environ.get(_ENV, "").strip().lower() == "sdpa":
+        return f"{_ENV}=sdpa"
+    return unrunnable_reason(torch)
 
 
 def unrunnable_reason(torch: Any) -> str | None:

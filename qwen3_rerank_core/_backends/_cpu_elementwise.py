@@ -6,8 +6,9 @@ and normalises and rotates the query and key heads. In torch each of these is se
 passes over the activations (widen, multiply, reduce, round), about a tenth of a 0.6B
 call on an AMD EPYC Zen 4 VM (``docs/benchmarks.md``). The C functions beside this module
 (``_elementwise_avx512.c``, built into the attention kernel's library by
-:mod:`._cpu_attention`, under the same policy) do each in one pass, with the same float32
-arithmetic and one rounding to bf16.
+:mod:`._cpu_attention`) do each in one pass, with the same float32 arithmetic and one
+rounding to bf16. They run wherever that library does, with or without AMX (measured on an
+AMD EPYC Zen 4 only: the attention kernel alone stays off on AMX CPUs).
 
 Every method returns ``None`` for an input it does not take (another dtype or layout, a
 width that is not a multiple of 16, a head dimension that is not a multiple of 32), and
@@ -32,7 +33,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any
 
-from ._cpu_attention import kernel_library, unavailable_reason
+from ._cpu_attention import kernel_library, library_unavailable_reason
 
 __all__ = ["CpuElementwise", "cpu_elementwise", "load_elementwise"]
 
@@ -172,12 +173,15 @@ def load_elementwise() -> CpuElementwise:
 
 @functools.cache
 def cpu_elementwise() -> CpuElementwise | None:
-    """:func:`load_elementwise` where the lean forward uses our CPU kernels (the policy of
-    :func:`~._cpu_attention.unavailable_reason`), else ``None``."""
+    """:func:`load_elementwise` where the lean forward uses it, else ``None``: wherever the
+    library runs (:func:`~._cpu_attention.library_unavailable_reason`), AMX or not (unlike
+    the attention kernel, these steps replace torch's element-wise passes, which AMX does
+    not run)."""
     import torch
 
-    reason = unavailable_reason(torch)
+    reason = library_unavailable_reason(torch)
     if reason is not None:
+        logger.debug("element-wise steps: torch's (%s)", reason)
         return None
     try:
         return load_elementwise()

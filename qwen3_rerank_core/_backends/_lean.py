@@ -368,16 +368,14 @@ class LeanForward:
         # SiLU and the gated product fused into the packed products where oneDNN can.
         self._swiglu = self.packed and self._silu and swiglu_fusable(weight.dtype)
         self._chunk = self._attention_chunk(weight.device)
-        self.cpu_kernel = (
-            weight.device.type == "cpu"
-            and weight.dtype == torch.bfloat16
-            and cpu_attention() is not None
-        )
+        bf16_cpu = weight.device.type == "cpu" and weight.dtype == torch.bfloat16
+        self.cpu_kernel = bf16_cpu and cpu_attention() is not None
         """Whether attention runs on our AVX-512 BF16 kernel (bf16 on a CPU where
         :func:`~._cpu_attention.cpu_attention` applies), else on torch's SDPA."""
-        self._steps: CpuElementwise | None = cpu_elementwise() if self.cpu_kernel else None
-        """The element-wise steps in C where the kernel runs (eager only: compiled, the
-        compiler fuses them)."""
+        self._steps: CpuElementwise | None = cpu_elementwise() if bf16_cpu else None
+        """The element-wise steps in C, in bf16 on a CPU where our kernels' library runs
+        (:func:`~._cpu_elementwise.cpu_elementwise`; eager only: compiled, the compiler
+        fuses them)."""
         n_layers = len(decoder.layers)
         self._layers = [
             self._prepare(layer, last=i == n_layers - 1) for i, layer in enumerate(decoder.layers)
@@ -386,6 +384,11 @@ class LeanForward:
         """Whether the layers run under ``torch.compile`` (``dynamic=True``: one graph
         for every batch shape, compiled at the first calls)."""
         self._run_layer: Any = compiled(self._layer) if self.compiled else self._layer
+
+    @property
+    def cpu_steps(self) -> bool:
+        """Whether the element-wise steps run in C (:mod:`._cpu_elementwise`)."""
+        return self._steps is not None
 
     def _linear(self, weight: Any, bias: Any | None) -> _Linear:
         if not self.packed:

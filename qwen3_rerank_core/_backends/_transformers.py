@@ -422,7 +422,8 @@ class TransformersBackend(Backend):
         weights = "oneDNN packed weights" if self._lean.packed else "dense weights"
         compiled = ", compiled (torch.compile, at the first calls)" if self._lean.compiled else ""
         kernel = ", attention on the AVX-512 BF16 kernel" if self._lean.cpu_kernel else ""
-        return f"lean forward, {weights}{kernel}{compiled}"
+        steps = ", element-wise steps in C" if self._lean.cpu_steps else ""
+        return f"lean forward, {weights}{kernel}{steps}{compiled}"
 
     def _lean_forward(self, attn: str, wanted: bool | None) -> LeanForward | None:
         """The lean forward where it is wanted and supports the model, else ``None`` (and
