@@ -137,6 +137,40 @@ def test_the_same_bits_on_any_number_of_threads_and_layout(kernel: Any) -> None:
     assert torch.equal(one, dense)
 
 
+def _packed(t: Any, lengths: list[int]) -> Any:
+    """``(batch, heads, width, dim)`` -> the first ``lengths[b]`` positions of each row, one
+    row after another: ``(1, heads, tokens, dim)``, a view of a ``(1, tokens, heads, dim)``
+    tensor (the forward's layout)."""
+    rows = [t[b, :, :n].transpose(0, 1) for b, n in enumerate(lengths)]
+    return torch.cat(rows)[None].transpose(1, 2)
+
+
+@needs_kernel
+@pytest.mark.parametrize("prefix", [0, 23])
+def test_ragged_rows_give_the_padded_rows_results(kernel: Any, prefix: int) -> None:
+    """Rows packed one after another (the forward's ragged batches) give the same bits as
+    the same rows padded to one width, for whole rows and for one query a row; rows past a
+    row's length are never computed."""
+    case = Case(4, 4, 2, 41, prefix, 64, seed=5 + prefix)
+    lengths = [41, 7, 1, 30]
+    length = torch.tensor(lengths)
+    start = length.cumsum(0) - length
+    q, k, v = (_packed(t, lengths) for t in (case.q, case.k, case.v))
+    padded = kernel(case.q, case.k, case.v, case.past, None, case.scale)
+    ragged = kernel(q, k, v, case.past, None, case.scale, ragged=(start, length))
+    assert ragged.shape == (1, sum(lengths), 4, 64) and ragged.is_contiguous()
+    want = torch.cat([padded[b, :n] for b, n in enumerate(lengths)])[None]
+    assert torch.equal(ragged, want)
+    case.lengths = length
+    last_q, seen = case.last_queries()
+    padded = kernel(last_q, case.k, case.v, case.past, seen, case.scale)
+    ragged = kernel(last_q, k, v, case.past, seen, case.scale, ragged=(start, length))
+    assert ragged.shape == (4, 1, 4, 64) and torch.equal(ragged, padded)
+    # not ragged rows it can take: left to the caller (None)
+    assert kernel(q, k, v, case.past, None, case.scale, ragged=(start + 1, length)) is None
+    assert kernel(q[:, :, :5], k, v, case.past, None, case.scale, ragged=(start, length)) is None
+
+
 @needs_kernel
 def test_inputs_it_does_not_take_are_left_to_sdpa(kernel: Any) -> None:
     case = Case(1, 2, 1, 8, 0, 64, seed=1)
@@ -254,3 +288,40 @@ def test_the_lean_forward_on_the_kernel_is_as_close_to_the_recipe_as_on_sdpa(
     assert ours != sdpa  # the kernel ran: other roundings
     assert max(dev) <= 0.15  # the bf16 bound of test_precision.py
     assert sum(dev) / len(dev) <= 1.25 * sum(sdpa_dev) / len(sdpa_dev) + 1e-4
+
+
+@needs_kernel
+def test_the_forward_runs_ragged_batches_on_the_kernel_unpadded(
+    kernel: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of very different lengths (ragged) reaches the kernel unpadded, every layer,
+    and its hidden states match the same batch run padded (products on other row counts:
+    float rounding apart)."""
+    from transformers import AutoModelForCausalLM
+
+    from qwen3_rerank_core._backends import _lean
+
+    monkeypatch.setattr(_lean_ops, "cpu_attention", lambda: kernel)
+    monkeypatch.setattr(_lean, "cpu_attention", lambda: kernel)
+    config = {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 3, **GQA4_D64}
+    folder = cached_checkpoint(config, dtype="bfloat16", cache_dir=default_cache_dir())
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.bfloat16).eval()
+    lean = _lean.LeanForward(model.model)
+    assert lean.cpu_kernel
+    g = torch.Generator().manual_seed(3)
+    rows = [torch.randint(1000, 5000, (n,), generator=g).tolist() for n in (90, 4, 37, 1, 60)]
+    prefix = lean.prefix(torch.randint(1000, 5000, (19,), generator=g).tolist())
+    calls: list[bool] = []
+
+    def spy(*args: Any) -> Any:
+        out = _lean_ops.attend_ragged(*args)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(_lean, "attend_ragged", spy)
+    ragged = lean.last_hidden(rows, prefix, pad_id=0)
+    assert calls == [True] * 3  # every layer, on the kernel
+    monkeypatch.setattr(_lean, "RAGGED_MIN_PADDING", 1.01)  # never ragged
+    padded = lean.last_hidden(rows, prefix, pad_id=0)
+    assert len(calls) == 3
+    torch.testing.assert_close(ragged, padded, rtol=2e-2, atol=2e-2)

@@ -37,6 +37,11 @@ typedef struct {
     int64_t B, H, KV, rows, T, d;
     float scale;
     const int64_t *last; /* NULL, or one position per batch row (then rows == 1) */
+    /* Ragged rows (or NULL): batch row b's own tokens are start[b] .. start[b] + len[b] - 1
+     * of the packed token axis of k and v (their batch strides unused) and, with ragged_q,
+     * of q and out too (then q's and out's rows of b are its len[b] tokens). */
+    const int64_t *start, *len;
+    int ragged_q;
     int64_t N, N2;       /* keys (P + T), rounded up to 16 */
     uint32_t *kp;        /* (B, KV, d/2, N2) bf16 pairs */
     uint32_t *vp;        /* (B, KV, N2/2, d) bf16 pairs */
@@ -44,18 +49,41 @@ typedef struct {
     int failed;
 } job_t;
 
+/* Keys batch row b sees at most: the prefix and its own tokens. */
+static inline int64_t keys_of(const job_t *j, int64_t b) {
+    return j->P + (j->len ? j->len[b] : j->T);
+}
+
+/* Query rows of batch row b. */
+static inline int64_t rows_of(const job_t *j, int64_t b) {
+    return j->ragged_q ? j->len[b] : j->rows;
+}
+
 static inline const bf16 *key_at(const job_t *j, int64_t b, int64_t g, int64_t n) {
     if (n < j->P) return j->pk + g * j->pk_sh + n * j->pk_sr;
+    if (j->start) return j->k + g * j->k_sh + (j->start[b] + n - j->P) * j->k_sr;
     return j->k + b * j->k_sb + g * j->k_sh + (n - j->P) * j->k_sr;
 }
 
 static inline const bf16 *value_at(const job_t *j, int64_t b, int64_t g, int64_t n) {
     if (n < j->P) return j->pv + g * j->pv_sh + n * j->pv_sr;
+    if (j->start) return j->v + g * j->v_sh + (j->start[b] + n - j->P) * j->v_sr;
     return j->v + b * j->v_sb + g * j->v_sh + (n - j->P) * j->v_sr;
 }
 
+/* Query row r of batch row b, head h; and where its output goes. */
+static inline const bf16 *query_at(const job_t *j, int64_t b, int64_t h, int64_t r) {
+    if (j->ragged_q) return j->q + h * j->q_sh + (j->start[b] + r) * j->q_sr;
+    return j->q + b * j->q_sb + h * j->q_sh + r * j->q_sr;
+}
+
+static inline bf16 *out_at(const job_t *j, int64_t b, int64_t h, int64_t r) {
+    const int64_t row = j->ragged_q ? j->start[b] + r : b * j->rows + r;
+    return j->out + (row * j->H + h) * j->d;
+}
+
 static void pack(job_t *j, int64_t b, int64_t g) {
-    const int64_t d = j->d, half = d / 2, N = j->N, N2 = j->N2;
+    const int64_t d = j->d, half = d / 2, N = keys_of(j, b), N2 = j->N2;
     uint32_t *kp = j->kp + (b * j->KV + g) * half * N2;
     uint32_t *vp = j->vp + (b * j->KV + g) * (N2 / 2) * d;
     for (int64_t n = 0; n < N2; n++) {
@@ -114,10 +142,10 @@ static void item(job_t *j, int64_t b, int64_t h, int64_t r0, int64_t nr, float *
         int64_t r = r0 + (i < nr ? i : 0);
         int64_t pos = j->P + (j->last ? j->last[b] : r);
         seen[i] = i < nr ? pos + 1 : 0;
-        if (seen[i] > j->N) seen[i] = j->N; /* never past the keys there are */
+        if (seen[i] > keys_of(j, b)) seen[i] = keys_of(j, b); /* never past its keys */
         if (seen[i] < 0) seen[i] = 0;
         if (seen[i] > most) most = seen[i];
-        qrow[i] = (const uint32_t *)(j->q + b * j->q_sb + h * j->q_sh + r * j->q_sr);
+        qrow[i] = (const uint32_t *)query_at(j, b, h, r);
     }
     const int64_t blocks = (most + 15) / 16;
     const __m512 scale = _mm512_set1_ps(j->scale);
@@ -166,7 +194,7 @@ static void item(job_t *j, int64_t b, int64_t h, int64_t r0, int64_t nr, float *
             }
         }
         for (int64_t i = 0; i < nr; i++) {
-            bf16 *o = j->out + ((b * j->rows + r0 + i) * j->H + h) * d + c0;
+            bf16 *o = out_at(j, b, h, r0 + i) + c0;
             __m512 sc = _mm512_set1_ps(inv[i]);
             store_bf16(o, _mm512_mul_ps(acc[i][0], sc));
             store_bf16(o + 16, _mm512_mul_ps(acc[i][1], sc));
@@ -192,25 +220,29 @@ static void run(job_t *j, int threads) {
         for (int64_t w = 0; w < j->n_items; w++) {
             if (!s || !p) continue;
             int64_t blk = j->row_blocks - 1 - w / (j->B * j->H);
-            int64_t bh = w % (j->B * j->H);
-            int64_t r0 = blk * ROWS;
-            int64_t nr = j->rows - r0 < ROWS ? j->rows - r0 : ROWS;
-            item(j, bh / j->H, bh % j->H, r0, nr, s, p);
+            int64_t bh = w % (j->B * j->H), b = bh / j->H;
+            int64_t r0 = blk * ROWS, rows = rows_of(j, b);
+            if (r0 >= rows) continue; /* past a ragged row's end */
+            int64_t nr = rows - r0 < ROWS ? rows - r0 : ROWS;
+            item(j, b, bh % j->H, r0, nr, s, p);
         }
         free(s);
         free(p);
     }
 }
 
-/* Returns 0 on success. Strides are in elements; the head dimension is contiguous. */
+/* Returns 0 on success. Strides are in elements; the head dimension is contiguous. With
+ * start and len (ragged rows, see job_t), T and rows are the longest row's length. */
 int qwen3_rerank_attention_bf16(const bf16 *q, int64_t q_sb, int64_t q_sh, int64_t q_sr,
                                 const bf16 *pk, int64_t pk_sh, int64_t pk_sr, const bf16 *pv,
                                 int64_t pv_sh, int64_t pv_sr, int64_t P, const bf16 *k,
                                 int64_t k_sb, int64_t k_sh, int64_t k_sr, const bf16 *v,
                                 int64_t v_sb, int64_t v_sh, int64_t v_sr, bf16 *out, int64_t B,
                                 int64_t H, int64_t KV, int64_t rows, int64_t T, int64_t d,
-                                float scale, const int64_t *last, int threads) {
+                                float scale, const int64_t *last, const int64_t *start,
+                                const int64_t *len, int ragged_q, int threads) {
     if (d % 32 != 0 || H % KV != 0 || threads < 1) return 1;
+    if ((start == NULL) != (len == NULL) || (ragged_q && !start)) return 1;
     job_t j;
     memset(&j, 0, sizeof j);
     j.q = q, j.q_sb = q_sb, j.q_sh = q_sh, j.q_sr = q_sr;
@@ -219,7 +251,7 @@ int qwen3_rerank_attention_bf16(const bf16 *q, int64_t q_sb, int64_t q_sh, int64
     j.k = k, j.k_sb = k_sb, j.k_sh = k_sh, j.k_sr = k_sr;
     j.v = v, j.v_sb = v_sb, j.v_sh = v_sh, j.v_sr = v_sr;
     j.out = out, j.B = B, j.H = H, j.KV = KV, j.rows = rows, j.T = T, j.d = d;
-    j.scale = scale, j.last = last;
+    j.scale = scale, j.last = last, j.start = start, j.len = len, j.ragged_q = ragged_q;
     j.N = P + T;
     j.N2 = (j.N + 15) / 16 * 16;
     j.row_blocks = (rows + ROWS - 1) / ROWS;

@@ -77,8 +77,8 @@ _FLAGS = (
 )
 _ENV = "QWEN3_RERANK_CPU_ATTENTION"
 
-#: ``attend(q, k, v, past, seen, scale)``: see :func:`cpu_attention`.
-CpuAttention = Callable[[Any, Any, Any, "tuple[Any, Any] | None", Any, float], Any]
+#: ``attend(q, k, v, past, seen, scale, ragged=None)``: see :func:`load_kernel`.
+CpuAttention = Callable[..., Any]
 
 
 def unavailable_reason(torch: Any) -> str | None:
@@ -168,13 +168,14 @@ def _attention_function(lib: Any) -> Any:
         *(ptr, i64, i64, ptr, i64, i64, i64),  # prefix keys, values (head, row strides), P
         *(ptr, i64, i64, i64, ptr, i64, i64, i64),  # keys, values and their strides
         *(ptr, i64, i64, i64, i64, i64, i64),  # out, B, H, KV, rows, T, d
-        *(ctypes.c_float, ptr, ctypes.c_int),  # scale, last positions, threads
+        *(ctypes.c_float, ptr),  # scale, last positions
+        *(ptr, ptr, ctypes.c_int, ctypes.c_int),  # ragged starts, lengths, ragged q, threads
     ]
     return fn
 
 
 def load_kernel() -> CpuAttention:
-    """The kernel as ``attend(q, k, v, past, seen, scale)`` (built if needed), whatever
+    """The kernel as ``attend(q, k, v, past, seen, scale, ragged=None)`` (built if needed), whatever
     the policy of :func:`unavailable_reason`; raises ``OSError`` or
     ``subprocess.SubprocessError`` when it cannot be built or loaded.
 
@@ -186,6 +187,13 @@ def load_kernel() -> CpuAttention:
     (``rows == rows_kv``), or, for one query a row (``rows == 1``), a ``(batch, 1, 1,
     prefix + rows_kv)`` mask that is ``True`` on the first keys of each row (the keys up
     to its last position). Returns ``(batch, rows, heads, head_dim)``, contiguous.
+
+    ``ragged``: ``(start, length)``, int64 ``(batch,)`` each: the rows' own tokens are packed
+    one row after another (row ``b``: ``start[b] .. start[b] + length[b] - 1``), ``k`` and
+    ``v`` ``(1, kv_heads, tokens, head_dim)``; with ``seen=None`` ``q`` is packed too,
+    ``(1, heads, tokens, head_dim)``, and so is the result, ``(1, tokens, heads,
+    head_dim)``; with ``seen`` (one query a row) ``q`` stays ``(batch, heads, 1,
+    head_dim)``.
     """
     import torch
 
@@ -224,11 +232,14 @@ def _attend(
     past: tuple[Any, Any] | None,
     seen: Any | None,
     scale: float,
+    ragged: tuple[Any, Any] | None = None,
 ) -> Any | None:
     bf16 = torch.bfloat16
     tensors = [q, k, v, *(past or ())]
     if any(t.dtype != bf16 or t.device.type != "cpu" or t.stride(-1) != 1 for t in tensors):
         return None
+    if ragged is not None:
+        return _attend_ragged(fn, torch, q, k, v, past, seen, scale, ragged)
     batch, heads, rows, dim = q.shape
     kv_heads, own = k.shape[1], k.shape[2]
     if dim % 32 or heads % kv_heads or v.shape != k.shape:
@@ -257,7 +268,64 @@ def _attend(
         *(k.data_ptr(), k.stride(0), k.stride(1), k.stride(2)),
         *(v.data_ptr(), v.stride(0), v.stride(1), v.stride(2)),
         *(out.data_ptr(), batch, heads, kv_heads, rows, own, dim),
-        *(scale, None if last is None else last.data_ptr(), torch.get_num_threads()),
+        *(scale, None if last is None else last.data_ptr()),
+        *(None, None, 0, torch.get_num_threads()),
+    )
+    if rc != 0:
+        raise RuntimeError(f"the AVX-512 BF16 attention kernel failed (code {rc})")
+    return out
+
+
+def _attend_ragged(
+    fn: Any,
+    torch: Any,
+    q: Any,
+    k: Any,
+    v: Any,
+    past: tuple[Any, Any] | None,
+    seen: Any | None,
+    scale: float,
+    ragged: tuple[Any, Any],
+) -> Any | None:
+    """:func:`_attend` on ragged rows (see :func:`load_kernel`)."""
+    start, length = (t.to(torch.int64).contiguous() for t in ragged)
+    batch = int(length.shape[0])
+    heads, dim = q.shape[1], q.shape[3]
+    kv_heads, tokens = k.shape[1], k.shape[2]
+    if k.shape[0] != 1 or v.shape != k.shape or dim % 32 or heads % kv_heads or batch == 0:
+        return None
+    n_past = 0 if past is None else past[0].shape[2]
+    for t in past or ():
+        if t.shape != (1, kv_heads, n_past, dim):
+            return None
+    longest = int(length.max())
+    if int((start + length).max()) > tokens or int(start.min()) < 0:
+        return None
+    if seen is None:
+        if q.shape != (1, heads, tokens, dim):
+            return None
+        last = None
+        out = torch.empty(1, tokens, heads, dim, dtype=torch.bfloat16)
+        rows = longest
+    else:
+        if q.shape != (batch, heads, 1, dim):
+            return None
+        last = length - 1
+        out = torch.empty(batch, 1, heads, dim, dtype=torch.bfloat16)
+        rows = 1
+    prefix: tuple[Any, ...] = (None, 0, 0, None, 0, 0, 0)
+    if past is not None:
+        pk, pv = past
+        prefix = (pk.data_ptr(), pk.stride(1), pk.stride(2))
+        prefix += (pv.data_ptr(), pv.stride(1), pv.stride(2), n_past)
+    rc = fn(
+        *(q.data_ptr(), q.stride(0), q.stride(1), q.stride(2)),
+        *prefix,
+        *(k.data_ptr(), 0, k.stride(1), k.stride(2)),
+        *(v.data_ptr(), 0, v.stride(1), v.stride(2)),
+        *(out.data_ptr(), batch, heads, kv_heads, rows, longest, dim),
+        *(scale, None if last is None else last.data_ptr()),
+        *(start.data_ptr(), length.data_ptr(), int(seen is None), torch.get_num_threads()),
     )
     if rc != 0:
         raise RuntimeError(f"the AVX-512 BF16 attention kernel failed (code {rc})")

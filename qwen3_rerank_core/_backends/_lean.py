@@ -14,8 +14,8 @@ the same arithmetic (RMSNorm in float32, rotary embedding from the model's own
 - prompts are right-padded, so every row of a batch shares its positions and one
   ``(tail, prefix + tail)`` causal mask, and padding never reaches a real token; on
   CPU, where the padding is at least ``RAGGED_MIN_PADDING`` of a batch, the products,
-  norms and residual adds run on the real tokens alone (:class:`_Ragged`), attention
-  alone on the padded layout;
+  norms and residual adds run on the real tokens alone (:class:`_Ragged`), and so does
+  attention on our CPU kernel (SDPA runs on the padded layout);
 - the query/key/value projections and the MLP's gate/up projections are fused into
   one matrix product each;
 - with packed weights, the SiLU and the gated product run in the MLP products'
@@ -62,7 +62,7 @@ from typing import Any
 
 from ._cpu_attention import cpu_attention
 from ._cpu_elementwise import CpuElementwise, cpu_elementwise
-from ._lean_ops import attend, compiled, packed_linear, swiglu
+from ._lean_ops import attend, attend_ragged, compiled, packed_linear, swiglu
 
 __all__ = [
     "ATTENTION_CHUNK",
@@ -134,12 +134,17 @@ RAGGED_MIN_PADDING = 0.15
 class _Ragged:
     """The real tokens of a batch of right-padded rows (``(batch, width)``), one row after
     another: ``(1, tokens, ...)``. The products, norms and residual adds run on these only;
-    attention, whose kernel takes rows of one width, runs on the padded layout."""
+    attention runs on them too where our CPU kernel does (it takes ragged rows), else on
+    the padded layout (SDPA takes rows of one width)."""
 
     index: Any
     """``(tokens,)``: each real token's place in the flattened ``(batch * width)`` grid."""
     last: Any
     """``(batch,)``: each row's last token, counted among ``tokens``."""
+    start: Any
+    """``(batch,)``: each row's first token, counted among ``tokens``."""
+    length: Any
+    """``(batch,)``: each row's token count."""
     batch: int
     width: int
 
@@ -596,11 +601,32 @@ class LeanForward:
         return layer.down(self._torch.mul(active, up))
 
     def _attend(
-        self, q: Any, k: Any, v: Any, past: tuple[Any, Any] | None, mask: Any | None, scale: float
+        self,
+        q: Any,
+        k: Any,
+        v: Any,
+        past: tuple[Any, Any] | None,
+        mask: Any | None,
+        scale: float,
+        ragged: _Ragged | None = None,
     ) -> Any:
         """:func:`~._lean_ops.attend` (an opaque operator under the compiler): ``q`` over
         the ``past`` prefix's keys and values, then ``k``/``v``; ``(batch, rows, heads,
-        head_dim)``."""
+        head_dim)``. With ``ragged``, ``k``, ``v`` (and ``q`` and the result, without
+        ``mask``) hold the batch's real tokens only (``(1, ..., tokens, ...)``): on our CPU
+        kernel as they are, else padded for the call and packed again."""
+        if ragged is not None:
+            out = None
+            if self.cpu_kernel:
+                out = attend_ragged(q, k, v, past, mask, scale, ragged.start, ragged.length)
+            if out is not None:
+                return out
+            padded = ragged.padded
+            k, v = (padded(t.transpose(1, 2)).transpose(1, 2) for t in (k, v))
+            if mask is not None:
+                return self._attend(q, k, v, past, mask, scale)
+            q = padded(q.transpose(1, 2)).transpose(1, 2)
+            return ragged.packed(self._attend(q, k, v, past, mask, scale))
         gqa = self._heads != self._kv_heads
         past_k, past_v = past if past is not None else (None, None)
         if self._torch.compiler.is_compiling():
@@ -638,8 +664,6 @@ class LeanForward:
             qkv = layer.qkv(h)
             q, k = self._queries_keys(layer, qkv[..., : nq + nk], rope)
             v = qkv[..., nq + nk :]
-            if ragged is not None:
-                q, k, v = ragged.padded(q), ragged.padded(k), ragged.padded(v)
         else:
             x = self._at_last(x, last, ragged)
             if layer.q is None:
@@ -648,14 +672,10 @@ class LeanForward:
             k, v = self._project_kv(layer, h)
             q = self._norm_rotate(self._split_heads(q, self._heads), layer.q_heads, rope.at(last))
             k = self._norm_rotate(self._split_heads(k, self._kv_heads), layer.k_heads, rope)
-            if ragged is not None:
-                k, v = ragged.padded(k), ragged.padded(v)
         q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = self._split_heads(v, self._kv_heads).transpose(1, 2)
-        out = self._attend(q, k, v, past, seen, attn.scaling)
+        out = self._attend(q, k, v, past, seen, attn.scaling, ragged)
         out = out.reshape(out.shape[0], out.shape[1], -1)
-        if ragged is not None and last is None:
-            out = ragged.packed(out)
         post = module.post_attention_layernorm
         x, h = self._add_norm(x, layer.o(out), layer.post_norm, post.variance_epsilon)
         x = self._residual_add(x, self._mlp(layer, h))
@@ -720,7 +740,7 @@ class LeanForward:
         """Final-norm hidden state at the last token of each ``prefix + row``,
         ``(len(rows), hidden)``. Rows are right-padded with ``pad_id``, so padding
         comes after every real token and causal attention never reads it (on CPU,
-        past ``RAGGED_MIN_PADDING``, only attention sees the padding); without a prefix
+        past ``RAGGED_MIN_PADDING``, only SDPA sees the padding); without a prefix
         each row is a whole prompt."""
         torch = self._torch
         device = self._decoder.embed_tokens.weight.device
@@ -764,4 +784,7 @@ class LeanForward:
         ):
             return None
         real = torch.arange(width, device=lengths.device)[None] < lengths[:, None]
-        return _Ragged(real.flatten().nonzero()[:, 0], lengths.cumsum(0) - 1, batch, width)
+        ends = lengths.cumsum(0)
+        return _Ragged(
+            real.flatten().nonzero()[:, 0], ends - 1, ends - lengths, lengths, batch, width
+        )

@@ -30,6 +30,7 @@ from ._cpu_attention import cpu_attention
 
 __all__ = [
     "attend",
+    "attend_ragged",
     "attention",
     "causal_masks",
     "compiled",
@@ -140,6 +141,26 @@ def attend(
         keys = torch.cat([past_k.expand(batch, -1, -1, -1), k], dim=2)
         values = torch.cat([past_v.expand(batch, -1, -1, -1), v], dim=2)
     return attention(q, keys, values, mask, scale, gqa=gqa, chunk=chunk)
+
+
+def attend_ragged(
+    q: Any,
+    k: Any,
+    v: Any,
+    past: tuple[Any, Any] | None,
+    mask: Any | None,
+    scale: float,
+    start: Any,
+    length: Any,
+) -> Any | None:
+    """:func:`attend` on ragged rows, packed one after another (``start``, ``length``:
+    each row's first token and token count), on our CPU kernel
+    (:func:`~._cpu_attention.load_kernel`'s ``ragged``), or ``None`` where it does not
+    run them (the caller pads the rows and calls :func:`attend`)."""
+    fast = cpu_attention()
+    if fast is None:
+        return None
+    return fast(q, k, v, past, mask, scale, ragged=(start, length))
 
 
 @functools.cache
