@@ -135,6 +135,7 @@ static void item(job_t *j, int64_t b, int64_t h, int64_t r0, int64_t nr, float *
     const int64_t d = j->d, half = d / 2, N2 = j->N2, G = j->H / j->KV, g = h / G;
     const uint32_t *kp = j->kp + (b * j->KV + g) * half * N2;
     const uint32_t *vp = j->vp + (b * j->KV + g) * (N2 / 2) * d;
+    const int64_t keys = keys_of(j, b);
     int64_t seen[ROWS];
     const uint32_t *qrow[ROWS];
     int64_t most = 0;
@@ -142,11 +143,14 @@ static void item(job_t *j, int64_t b, int64_t h, int64_t r0, int64_t nr, float *
         int64_t r = r0 + (i < nr ? i : 0);
         int64_t pos = j->P + (j->last ? j->last[b] : r);
         seen[i] = i < nr ? pos + 1 : 0;
-        if (seen[i] > keys_of(j, b)) seen[i] = keys_of(j, b); /* never past its keys */
+        if (seen[i] > keys) seen[i] = keys; /* never past its keys */
         if (seen[i] < 0) seen[i] = 0;
         if (seen[i] > most) most = seen[i];
         qrow[i] = (const uint32_t *)query_at(j, b, h, r);
     }
+    /* row r0's output; the next rows' follow, H * d apart (in either layout). Worked out
+     * once: per-row pointers kept live through the loops below cost ~20 % of the kernel. */
+    bf16 *const out = out_at(j, b, h, r0);
     const int64_t blocks = (most + 15) / 16;
     const __m512 scale = _mm512_set1_ps(j->scale);
     /* scores: two blocks of 16 keys at a time (2 x ROWS independent accumulators hide the
@@ -194,7 +198,7 @@ static void item(job_t *j, int64_t b, int64_t h, int64_t r0, int64_t nr, float *
             }
         }
         for (int64_t i = 0; i < nr; i++) {
-            bf16 *o = out_at(j, b, h, r0 + i) + c0;
+            bf16 *o = out + i * j->H * d + c0;
             __m512 sc = _mm512_set1_ps(inv[i]);
             store_bf16(o, _mm512_mul_ps(acc[i][0], sc));
             store_bf16(o + 16, _mm512_mul_ps(acc[i][1], sc));
