@@ -42,9 +42,19 @@ def best_seconds(fn: Callable[[], Any], repeat: int) -> float:
     return best
 
 
-def linear_rows(configs: list[str], rows: list[int], repeat: int) -> list[str]:
+def linear_rows(
+    configs: list[str], rows: list[int], repeat: int, dtype: str = "float32"
+) -> list[str]:
+    """One line per projection and row count; in bfloat16 also the MLP's fused SwiGLU
+    (gate and up products with the SiLU and the gated product in their epilogues, as the
+    lean forward runs them where the element-wise steps are torch's), its BLAS column the
+    unfused ``silu(x @ gate) * (x @ up)``."""
     import torch
     import torch.nn.functional as F
+
+    from qwen3_rerank_core._backends._lean_ops import swiglu
+
+    tdtype = getattr(torch, dtype)
 
     lines = [
         "| config | projection (in -> out) | rows | BLAS GFLOP/s | oneDNN packed GFLOP/s | ratio |",
@@ -65,10 +75,10 @@ def linear_rows(configs: list[str], rows: list[int], repeat: int) -> list[str]:
             "down": (inner, hidden),
         }
         for proj, (k, n) in shapes.items():
-            w = torch.randn(n, k)
+            w = torch.randn(n, k).to(tdtype)
             packed = torch.ops.mkldnn._reorder_linear_weight(w)
             for m in rows:
-                x = torch.randn(m, k)
+                x = torch.randn(m, k).to(tdtype)
                 flops = 2 * m * k * n
                 blas = best_seconds(lambda x=x, w=w: F.linear(x, w), repeat)
                 dnnl = best_seconds(
@@ -81,6 +91,21 @@ def linear_rows(configs: list[str], rows: list[int], repeat: int) -> list[str]:
                     f"| {name} | {proj} ({k} -> {n}) | {m} | {flops / blas / 1e9:.0f} | "
                     f"{flops / dnnl / 1e9:.0f} | {blas / dnnl:.2f} |"
                 )
+        if dtype != "bfloat16":
+            continue
+        gate, up = torch.randn(inner, hidden).to(tdtype), torch.randn(inner, hidden).to(tdtype)
+        gp, upp = (torch.ops.mkldnn._reorder_linear_weight(t) for t in (gate, up))
+        for m in rows:
+            x = torch.randn(m, hidden).to(tdtype)
+            flops = 4 * m * hidden * inner
+            blas = best_seconds(
+                lambda x=x, g=gate, u=up: F.silu(F.linear(x, g)) * F.linear(x, u), repeat
+            )
+            fused = best_seconds(lambda x=x, g=gp, u=upp: swiglu(x, g, None, u, None), repeat)
+            lines.append(
+                f"| {name} | fused SwiGLU ({hidden} -> 2 x {inner}) | {m} | "
+                f"{flops / blas / 1e9:.0f} | {flops / fused / 1e9:.0f} | {blas / fused:.2f} |"
+            )
     return lines
 
 
@@ -177,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=10)
     p.add_argument("--smoke", action="store_true", help="tiny attention cases (tests)")
     p.add_argument("--rates", action="store_true", help="only section 3: attention rates in bf16")
+    p.add_argument(
+        "--dtype", default="float32", choices=["float32", "bfloat16"], help="of section 1"
+    )
     args = p.parse_args(argv)
     import torch
 
@@ -186,9 +214,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"torch {torch.__version__}, {args.threads} threads\n")
         print("\n".join(attention_rates([64, 128], lengths, args.repeat)))
         return 0
-    print(f"torch {torch.__version__}, {args.threads} threads, float32\n")
+    print(f"torch {torch.__version__}, {args.threads} threads, {args.dtype}\n")
     rows = [int(r) for r in args.rows.split(",")]
-    print("\n".join(linear_rows(args.configs.split(","), rows, args.repeat)))
+    print("\n".join(linear_rows(args.configs.split(","), rows, args.repeat, args.dtype)))
     print()
     cases = [(6, 8, 4, 340, 45), (12, 4, 2, 340, 45), (2, 8, 4, 1000, 45), (1, 8, 4, 4000, 45)]
     if args.smoke:

@@ -245,6 +245,33 @@ def test_lean_kernels_script_prints_both_tables(capsys: pytest.CaptureFixture[st
     ]
     attention = [line for line in out.splitlines() if line.startswith("| 2 x 4/2 | 70 | 5 |")]
     assert len(attention) == 1
+    if onednn_available(torch.bfloat16):  # bf16 adds the fused SwiGLU's line
+        assert (
+            module.main(
+                [
+                    "--configs",
+                    "tiny",
+                    "--rows",
+                    "8",
+                    "--repeat",
+                    "1",
+                    "--smoke",
+                    "--dtype",
+                    "bfloat16",
+                ]
+            )
+            == 0
+        )
+        bf16 = [
+            line for line in capsys.readouterr().out.splitlines() if line.startswith("| tiny |")
+        ]
+        assert [line.split(" | ")[1].split(" ")[0] for line in bf16] == [
+            "qkv",
+            "o",
+            "gate_up",
+            "down",
+            "fused",
+        ]
     timings = [float(cell) for cell in attention[0].strip("| ").split(" | ")[3:]]
     assert len(timings) == 4 and all(t > 0 for t in timings)  # one call, three chunk sizes
 

@@ -223,6 +223,23 @@ def cpu_attention() -> CpuAttention | None:
     return kernel
 
 
+def _prefix_args(past: tuple[Any, Any] | None) -> tuple[Any, ...]:
+    """The kernel's prefix arguments: keys, their head and row strides, the same of the
+    values, and the prefix's length (null pointers and zeros without one)."""
+    if past is None:
+        return (None, 0, 0, None, 0, 0, 0)
+    pk, pv = past
+    return (
+        *(pk.data_ptr(), pk.stride(1), pk.stride(2)),
+        *(pv.data_ptr(), pv.stride(1), pv.stride(2), pk.shape[2]),
+    )
+
+
+def _check(rc: int) -> None:
+    if rc != 0:
+        raise RuntimeError(f"the AVX-512 BF16 attention kernel failed (code {rc})")
+
+
 def _attend(
     fn: Any,
     torch: Any,
@@ -257,11 +274,7 @@ def _attend(
             return None
         last = seen.reshape(batch, -1).sum(dim=1, dtype=torch.int64) - (n_past + 1)
     out = torch.empty(batch, rows, heads, dim, dtype=bf16)
-    prefix: tuple[Any, ...] = (None, 0, 0, None, 0, 0, 0)
-    if past is not None:
-        pk, pv = past
-        prefix = (pk.data_ptr(), pk.stride(1), pk.stride(2))
-        prefix += (pv.data_ptr(), pv.stride(1), pv.stride(2), n_past)
+    prefix = _prefix_args(past)
     rc = fn(
         *(q.data_ptr(), q.stride(0), q.stride(1), q.stride(2)),
         *prefix,
@@ -271,8 +284,7 @@ def _attend(
         *(scale, None if last is None else last.data_ptr()),
         *(None, None, 0, torch.get_num_threads()),
     )
-    if rc != 0:
-        raise RuntimeError(f"the AVX-512 BF16 attention kernel failed (code {rc})")
+    _check(rc)
     return out
 
 
@@ -313,11 +325,7 @@ def _attend_ragged(
         last = length - 1
         out = torch.empty(batch, 1, heads, dim, dtype=torch.bfloat16)
         rows = 1
-    prefix: tuple[Any, ...] = (None, 0, 0, None, 0, 0, 0)
-    if past is not None:
-        pk, pv = past
-        prefix = (pk.data_ptr(), pk.stride(1), pk.stride(2))
-        prefix += (pv.data_ptr(), pv.stride(1), pv.stride(2), n_past)
+    prefix = _prefix_args(past)
     rc = fn(
         *(q.data_ptr(), q.stride(0), q.stride(1), q.stride(2)),
         *prefix,
@@ -327,6 +335,5 @@ def _attend_ragged(
         *(scale, None if last is None else last.data_ptr()),
         *(start.data_ptr(), length.data_ptr(), int(seen is None), torch.get_num_threads()),
     )
-    if rc != 0:
-        raise RuntimeError(f"the AVX-512 BF16 attention kernel failed (code {rc})")
+    _check(rc)
     return out
