@@ -106,7 +106,7 @@ STEPS = (
     ("_SwiGLU", "__call__", "gate/up products + SwiGLU"),
     ("_Linear", "__call__", "qkv, o, down products"),
     ("LeanForward", "_norm_rotate", "q/k norm + rotary"),
-    ("LeanForward", "_norm", "input/post norms"),
+    ("LeanForward", "_add_norm", "norms (the post-attention one with its residual add)"),
     ("LeanForward", "_residual_add", "residual adds"),
 )
 

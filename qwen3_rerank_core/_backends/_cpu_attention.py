@@ -6,7 +6,7 @@ fifth to two fifths of a reranker's call there (``docs/benchmarks.md``). The C k
 beside this module (``_attention_avx512.c``) computes the same attention with the
 CPU's bf16 dot-product instruction (VDPBF16PS, float32 accumulation), float32 scores and
 softmax, the softmax weights rounded to bf16 for the product with the values as torch's
-kernel does: 2.9-3.7x faster on the shapes measured, reading the query prefix's keys and
+kernel does: 2.3-3.7x faster on the shapes measured, reading the query prefix's keys and
 values in place instead of copying them beside each row's.
 
 It is built, with the element-wise steps of :mod:`._cpu_elementwise` (one library,

@@ -506,7 +506,7 @@ class LeanForward:
             if normed is not None:
                 return x, normed
         if delta is not None:
-            x = self._residual_add(x, delta)
+            x = self._add(x, delta)
         scale = self._inverse_rms(x, eps)
         if torch.compiler.is_compiling():
             return x, (x * scale if weight is None else x * scale * weight).to(self._dtype)
@@ -522,6 +522,11 @@ class LeanForward:
         return (x * self._inverse_rms(x, norm.variance_epsilon)).mul_(norm.weight.float())
 
     def _residual_add(self, x: Any, delta: Any) -> Any:
+        """The residual add after the MLP (:meth:`_add`; a step of its own for the
+        profile's timers, which :meth:`_add_norm` does not nest)."""
+        return self._add(x, delta)
+
+    def _add(self, x: Any, delta: Any) -> Any:
         """``x + delta``, in place when eager: the residual stream is this forward's own
         tensor, and a new one a step costs fresh pages. Compiled, out of place: the
         compiler fuses the sum into the next step, where mutating the layer's input
@@ -624,9 +629,15 @@ class LeanForward:
             padded = ragged.padded
             k, v = (padded(t.transpose(1, 2)).transpose(1, 2) for t in (k, v))
             if mask is not None:
-                return self._attend(q, k, v, past, mask, scale)
+                return self._attend_padded(q, k, v, past, mask, scale)
             q = padded(q.transpose(1, 2)).transpose(1, 2)
-            return ragged.packed(self._attend(q, k, v, past, mask, scale))
+            return ragged.packed(self._attend_padded(q, k, v, past, mask, scale))
+        return self._attend_padded(q, k, v, past, mask, scale)
+
+    def _attend_padded(
+        self, q: Any, k: Any, v: Any, past: tuple[Any, Any] | None, mask: Any | None, scale: float
+    ) -> Any:
+        """:meth:`_attend` of rows of one width."""
         gqa = self._heads != self._kv_heads
         past_k, past_v = past if past is not None else (None, None)
         if self._torch.compiler.is_compiling():
