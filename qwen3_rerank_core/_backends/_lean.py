@@ -497,7 +497,7 @@ class LeanForward:
         return self._add_norm(x, None, weight, eps)[1]
 
     def _add_norm(self, x: Any, delta: Any | None, weight: Any | None, eps: float) -> Any:
-        """``x + delta`` (:meth:`_residual_add`; ``delta=None``: ``x``) and its
+        """``x + delta`` (:meth:`_add`; ``delta=None``: ``x``) and its
         :meth:`_norm`, as ``(sum, normed)``; one pass in C where :attr:`_steps` runs."""
         torch = self._torch
         steps = None if torch.compiler.is_compiling() else self._steps
