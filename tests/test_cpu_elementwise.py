@@ -243,3 +243,34 @@ def test_the_forward_uses_the_steps_in_bf16_on_cpu_only(
     monkeypatch.setenv("QWEN3_RERANK_CPU_ATTENTION", "sdpa")
     with Qwen3Reranker(model=str(folder), device="cpu", dtype="bfloat16") as rr:
         assert not rr._get_backend()._lean.cpu_steps  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        {"hidden_size": 72, "intermediate_size": 200, "num_attention_heads": 3, "head_dim": 24},
+        {"hidden_size": 80, "intermediate_size": 240, "num_attention_heads": 2, "head_dim": 80},
+    ],
+    ids=["width-72-head-24", "width-80-head-80"],
+)
+def test_shapes_the_steps_refuse_fall_back_to_torch_per_step(
+    steps: Any, monkeypatch: pytest.MonkeyPatch, shape: dict[str, int]
+) -> None:
+    """A width that is not a multiple of 16 or a head size that is not one of 32: the
+    steps that refuse run in torch (with the norm weights unfolded), the others in C, and
+    the bf16 hidden states stay as close to float32 as with torch's steps throughout."""
+    from transformers import AutoModelForCausalLM
+
+    config = {"num_key_value_heads": 1, "num_hidden_layers": 2, **shape}
+    folder = cached_checkpoint(config, dtype="bfloat16", cache_dir=default_cache_dir())
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.bfloat16).eval()
+    _, exact = _hidden(model, monkeypatch, None, torch.float32)
+    with_c, ours = _hidden(model, monkeypatch, steps, torch.bfloat16)
+    _, theirs = _hidden(model, monkeypatch, None, torch.bfloat16)
+    assert with_c.cpu_steps and with_c._layers[0].input_norm is not None
+
+    def error(h: Any) -> float:
+        return float(((h - exact).norm(dim=-1) / exact.norm(dim=-1)).mean())
+
+    assert bool(torch.isfinite(ours).all())
+    assert error(ours) <= 1.25 * error(theirs) + 1e-3, (error(ours), error(theirs))
