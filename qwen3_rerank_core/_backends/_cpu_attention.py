@@ -41,6 +41,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -235,9 +236,59 @@ def _prefix_args(past: tuple[Any, Any] | None) -> tuple[Any, ...]:
     )
 
 
-def _check(rc: int) -> None:
-    if rc != 0:
-        raise RuntimeError(f"the AVX-512 BF16 attention kernel failed (code {rc})")
+@dataclass(frozen=True)
+class _Layout:
+    """How a call's rows lie, for the kernel: ``batch`` rows of ``rows`` queries over
+    their ``own`` keys (the longest row's, when ragged) after the prefix; ``out`` the
+    result; ``last`` each row's one query position (or ``None``); ``start`` and
+    ``length`` the ragged rows (or ``None``), ``ragged_q`` whether ``q`` and ``out`` are
+    packed too."""
+
+    batch: int
+    rows: int
+    own: int
+    out: Any
+    last: Any | None = None
+    start: Any | None = None
+    length: Any | None = None
+    ragged_q: bool = False
+
+
+def _padded_layout(torch: Any, q: Any, k: Any, seen: Any | None, n_past: int) -> _Layout | None:
+    batch, heads, rows, dim = q.shape
+    own = k.shape[2]
+    last = None
+    if seen is None:
+        if rows != own:
+            return None
+    elif rows != 1 or seen.numel() != batch * (n_past + own):
+        return None
+    else:
+        last = seen.reshape(batch, -1).sum(dim=1, dtype=torch.int64) - (n_past + 1)
+    out = torch.empty(batch, rows, heads, dim, dtype=torch.bfloat16)
+    return _Layout(batch, rows, own, out, last)
+
+
+def _ragged_layout(
+    torch: Any, q: Any, k: Any, seen: Any | None, ragged: tuple[Any, Any]
+) -> _Layout | None:
+    start, length = (t.to(torch.int64).contiguous() for t in ragged)
+    batch, tokens = int(length.shape[0]), k.shape[2]
+    heads, dim = q.shape[1], q.shape[3]
+    if k.shape[0] != 1 or batch == 0:
+        return None
+    if int((start + length).max()) > tokens or int(start.min()) < 0:
+        return None
+    longest = int(length.max())
+    if seen is None:
+        if q.shape != (1, heads, tokens, dim):
+            return None
+        out = torch.empty(1, tokens, heads, dim, dtype=torch.bfloat16)
+        return _Layout(batch, longest, longest, out, None, start, length, ragged_q=True)
+    if q.shape != (batch, heads, 1, dim):
+        return None
+    out = torch.empty(batch, 1, heads, dim, dtype=torch.bfloat16)
+    return _Layout(batch, 1, longest, out, length - 1, start, length)
 
 
 def _attend(
@@ -251,89 +302,38 @@ def _attend(
     scale: float,
     ragged: tuple[Any, Any] | None = None,
 ) -> Any | None:
-    bf16 = torch.bfloat16
     tensors = [q, k, v, *(past or ())]
-    if any(t.dtype != bf16 or t.device.type != "cpu" or t.stride(-1) != 1 for t in tensors):
+    if any(
+        t.dtype != torch.bfloat16 or t.device.type != "cpu" or t.stride(-1) != 1 for t in tensors
+    ):
         return None
-    if ragged is not None:
-        return _attend_ragged(fn, torch, q, k, v, past, seen, scale, ragged)
-    batch, heads, rows, dim = q.shape
-    kv_heads, own = k.shape[1], k.shape[2]
+    heads, dim, kv_heads = q.shape[1], q.shape[3], k.shape[1]
     if dim % 32 or heads % kv_heads or v.shape != k.shape:
         return None
     n_past = 0 if past is None else past[0].shape[2]
     for t in past or ():
         if t.shape != (1, kv_heads, n_past, dim):
             return None
-    if seen is None:
-        if rows != own:
-            return None
-        last = None
+    if ragged is None:
+        layout = _padded_layout(torch, q, k, seen, n_past)
     else:
-        if rows != 1 or seen.numel() != batch * (n_past + own):
-            return None
-        last = seen.reshape(batch, -1).sum(dim=1, dtype=torch.int64) - (n_past + 1)
-    out = torch.empty(batch, rows, heads, dim, dtype=bf16)
-    prefix = _prefix_args(past)
+        layout = _ragged_layout(torch, q, k, seen, ragged)
+    if layout is None:
+        return None
+    # Ragged rows' own keys and values lie one row after another: no batch stride.
+    k_batch, v_batch = (0, 0) if ragged is not None else (k.stride(0), v.stride(0))
+    out = layout.out
     rc = fn(
         *(q.data_ptr(), q.stride(0), q.stride(1), q.stride(2)),
-        *prefix,
-        *(k.data_ptr(), k.stride(0), k.stride(1), k.stride(2)),
-        *(v.data_ptr(), v.stride(0), v.stride(1), v.stride(2)),
-        *(out.data_ptr(), batch, heads, kv_heads, rows, own, dim),
-        *(scale, None if last is None else last.data_ptr()),
-        *(None, None, 0, torch.get_num_threads()),
+        *_prefix_args(past),
+        *(k.data_ptr(), k_batch, k.stride(1), k.stride(2)),
+        *(v.data_ptr(), v_batch, v.stride(1), v.stride(2)),
+        *(out.data_ptr(), layout.batch, heads, kv_heads, layout.rows, layout.own, dim),
+        *(scale, None if layout.last is None else layout.last.data_ptr()),
+        *(None if layout.start is None else layout.start.data_ptr(),),
+        *(None if layout.length is None else layout.length.data_ptr(),),
+        *(int(layout.ragged_q), torch.get_num_threads()),
     )
-    _check(rc)
-    return out
-
-
-def _attend_ragged(
-    fn: Any,
-    torch: Any,
-    q: Any,
-    k: Any,
-    v: Any,
-    past: tuple[Any, Any] | None,
-    seen: Any | None,
-    scale: float,
-    ragged: tuple[Any, Any],
-) -> Any | None:
-    """:func:`_attend` on ragged rows (see :func:`load_kernel`)."""
-    start, length = (t.to(torch.int64).contiguous() for t in ragged)
-    batch = int(length.shape[0])
-    heads, dim = q.shape[1], q.shape[3]
-    kv_heads, tokens = k.shape[1], k.shape[2]
-    if k.shape[0] != 1 or v.shape != k.shape or dim % 32 or heads % kv_heads or batch == 0:
-        return None
-    n_past = 0 if past is None else past[0].shape[2]
-    for t in past or ():
-        if t.shape != (1, kv_heads, n_past, dim):
-            return None
-    longest = int(length.max())
-    if int((start + length).max()) > tokens or int(start.min()) < 0:
-        return None
-    if seen is None:
-        if q.shape != (1, heads, tokens, dim):
-            return None
-        last = None
-        out = torch.empty(1, tokens, heads, dim, dtype=torch.bfloat16)
-        rows = longest
-    else:
-        if q.shape != (batch, heads, 1, dim):
-            return None
-        last = length - 1
-        out = torch.empty(batch, 1, heads, dim, dtype=torch.bfloat16)
-        rows = 1
-    prefix = _prefix_args(past)
-    rc = fn(
-        *(q.data_ptr(), q.stride(0), q.stride(1), q.stride(2)),
-        *prefix,
-        *(k.data_ptr(), 0, k.stride(1), k.stride(2)),
-        *(v.data_ptr(), 0, v.stride(1), v.stride(2)),
-        *(out.data_ptr(), batch, heads, kv_heads, rows, longest, dim),
-        *(scale, None if last is None else last.data_ptr()),
-        *(start.data_ptr(), length.data_ptr(), int(seen is None), torch.get_num_threads()),
-    )
-    _check(rc)
+    if rc != 0:
+        raise RuntimeError(f"the AVX-512 BF16 attention kernel failed (code {rc})")
     return out
