@@ -59,12 +59,22 @@ def _declare(lib: Any) -> None:
     ]
 
 
-def _rows(t: Any) -> tuple[int, int] | None:
-    """``(rows, width)`` of ``t`` seen as a matrix of contiguous rows, or ``None``."""
-    if t.dim() == 0 or not t.is_contiguous():
+def _stream_width(x: Any, delta: Any | None) -> int | None:
+    """The width of the residual stream ``x`` (float32, contiguous, on the CPU, a multiple
+    of 16 wide) where the C steps take it and ``delta`` (``None``, or bf16 of ``x``'s
+    shape, contiguous), else ``None``."""
+    import torch
+
+    if x.dim() == 0 or not x.is_contiguous() or x.dtype != torch.float32:
         return None
-    width = int(t.shape[-1])
-    return (t.numel() // width if width else 0), width
+    width = int(x.shape[-1])
+    if x.device.type != "cpu" or width == 0 or width % 16:
+        return None
+    if delta is not None and (
+        delta.dtype != torch.bfloat16 or delta.shape != x.shape or not delta.is_contiguous()
+    ):
+        return None
+    return width
 
 
 @dataclass(frozen=True)
@@ -80,15 +90,8 @@ class CpuElementwise:
         shape. ``x``: the float32 residual stream, contiguous."""
         import torch
 
-        shape = _rows(x)
-        if shape is None or x.dtype != torch.float32 or x.device.type != "cpu":
-            return None
-        rows, width = shape
-        if width % 16:
-            return None
-        if delta is not None and (
-            delta.dtype != torch.bfloat16 or delta.shape != x.shape or not delta.is_contiguous()
-        ):
+        width = _stream_width(x, delta)
+        if width is None:
             return None
         if weight is not None and (
             weight.dtype != torch.float32 or weight.shape != (width,) or not weight.is_contiguous()
@@ -98,7 +101,7 @@ class CpuElementwise:
         rc = self.lib.qwen3_rerank_add_rms_norm(
             *(x.data_ptr(), width, None if delta is None else delta.data_ptr(), width),
             *(None if weight is None else weight.data_ptr(), eps, out.data_ptr(), width),
-            *(rows, width, torch.get_num_threads()),
+            *(x.numel() // width, width, torch.get_num_threads()),
         )
         return None if rc else out
 
@@ -107,18 +110,10 @@ class CpuElementwise:
         ``x``."""
         import torch
 
-        shape = _rows(x)
-        if (
-            shape is None
-            or x.dtype != torch.float32
-            or x.device.type != "cpu"
-            or delta.dtype != torch.bfloat16
-            or delta.shape != x.shape
-            or not delta.is_contiguous()
-            or shape[1] % 16
-        ):
+        width = _stream_width(x, delta)
+        if width is None:
             return None
-        rows, width = shape
+        rows = x.numel() // width
         rc = self.lib.qwen3_rerank_add(
             x.data_ptr(), width, delta.data_ptr(), width, rows, width, torch.get_num_threads()
         )
