@@ -139,14 +139,17 @@ class _Ragged:
 
     index: Any
     """``(tokens,)``: each real token's place in the flattened ``(batch * width)`` grid."""
-    last: Any
-    """``(batch,)``: each row's last token, counted among ``tokens``."""
     start: Any
     """``(batch,)``: each row's first token, counted among ``tokens``."""
     length: Any
     """``(batch,)``: each row's token count."""
     batch: int
     width: int
+
+    @property
+    def last(self) -> Any:
+        """``(batch,)``: each row's last token, counted among ``tokens``."""
+        return self.start + self.length - 1
 
     def padded(self, t: Any) -> Any:
         """``(1, tokens, ...)`` -> ``(batch, width, ...)``, zeros at the padding (never
@@ -795,7 +798,5 @@ class LeanForward:
         ):
             return None
         real = torch.arange(width, device=lengths.device)[None] < lengths[:, None]
-        ends = lengths.cumsum(0)
-        return _Ragged(
-            real.flatten().nonzero()[:, 0], ends - 1, ends - lengths, lengths, batch, width
-        )
+        start = lengths.cumsum(0) - lengths
+        return _Ragged(real.flatten().nonzero()[:, 0], start, lengths, batch, width)
