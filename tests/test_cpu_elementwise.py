@@ -174,6 +174,11 @@ def test_inputs_it_does_not_take_are_refused(steps: Any) -> None:
     )
 
 
+def _error(h: Any, exact: Any) -> float:
+    """Mean relative distance of hidden states ``h`` from ``exact``, row by row."""
+    return float(((h - exact).norm(dim=-1) / exact.norm(dim=-1)).mean())
+
+
 def _hidden(
     model: Any, monkeypatch: pytest.MonkeyPatch, use_steps: Any | None, dtype: Any
 ) -> tuple[Any, Any]:
@@ -216,11 +221,11 @@ def test_the_bf16_forward_with_the_steps_is_as_close_to_float32_as_with_torch(
     if with_torch.packed:
         assert with_torch._layers[0].input_norm is None  # folded with torch's
 
-    def error(h: Any) -> float:
-        return float(((h - exact).norm(dim=-1) / exact.norm(dim=-1)).mean())
-
     assert not torch.equal(ours, theirs)  # the steps ran
-    assert error(ours) <= 1.25 * error(theirs) + 1e-3, (error(ours), error(theirs))
+    assert _error(ours, exact) <= 1.25 * _error(theirs, exact) + 1e-3, (
+        _error(ours, exact),
+        _error(theirs, exact),
+    )
 
 
 def test_the_forward_uses_the_steps_in_bf16_on_cpu_only(
@@ -269,8 +274,8 @@ def test_shapes_the_steps_refuse_fall_back_to_torch_per_step(
     _, theirs = _hidden(model, monkeypatch, None, torch.bfloat16)
     assert with_c.cpu_steps and with_c._layers[0].input_norm is not None
 
-    def error(h: Any) -> float:
-        return float(((h - exact).norm(dim=-1) / exact.norm(dim=-1)).mean())
-
     assert bool(torch.isfinite(ours).all())
-    assert error(ours) <= 1.25 * error(theirs) + 1e-3, (error(ours), error(theirs))
+    assert _error(ours, exact) <= 1.25 * _error(theirs, exact) + 1e-3, (
+        _error(ours, exact),
+        _error(theirs, exact),
+    )
