@@ -414,3 +414,57 @@ def test_bf16_accuracy_script_reports_both_deviations(
         assert 0 < r.recipe_mean <= r.recipe_max < 1 and 0 <= r.ours_mean <= r.ours_max < 1
     assert "largest deviation within the recipe's + 1e-5" in capsys.readouterr().out
     assert len(json.loads(out.read_text())["rows"]) == 2
+
+
+def test_bf16_error_sources_script_isolates_each_rounding(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One seed of the tiny config: the plain forward without rounding is ours in float32
+    (to 1e-5), every rounding variant moves the scores off it, and each column is reported."""
+    import torch
+
+    from qwen3_rerank_core.testing import default_cache_dir
+
+    module = _load_script("bf16_error_sources")
+    threads = torch.get_num_threads()
+    out = tmp_path / "sources.json"
+    try:
+        rows = module.main(
+            [
+                *("--configs", "tiny", "--seeds", "1", "--workloads", "b"),
+                *("--docs-scale", "0.04", "--threads", "1"),
+                *("--cache-dir", str(default_cache_dir()), "--json", str(out)),
+            ]
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert [(r.config, r.docs) for r in rows] == [("tiny", 4)]
+    (row,) = rows
+    assert row.fp32_check < 1e-5
+    assert set(row.max_dev) == {"inputs", "ours-like", "all", "recipe", "ours"}
+    for k, largest in row.max_dev.items():
+        assert 0 < row.mean_dev[k] <= largest < 1, k
+    assert "inputs: mean" in capsys.readouterr().out
+    assert json.loads(out.read_text())["rows"][0]["max_dev"] == row.max_dev
+
+
+def test_plain_forward_roundings_are_independent_switches() -> None:
+    """Each rounding alone moves the float32 score, by less than 5e-2 and by an amount of
+    its own (each switch is read, none stands for another); two head rows as yes/no."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from qwen3_rerank_core.testing import cached_checkpoint
+
+    module = _load_script("bf16_error_sources")
+    model = AutoModelForCausalLM.from_pretrained(str(cached_checkpoint()), dtype=torch.float32)
+    ids = list(range(100, 140))
+    with torch.inference_mode():
+        exact = module.plain_forward(model, ids, (9693, 2152), module.Rounding())
+        got = {
+            name: module.plain_forward(model, ids, (9693, 2152), module.Rounding(**{name: True}))
+            for name in ("inputs", "outputs", "attention", "queries_keys", "residual")
+        }
+    assert 0 < exact < 1
+    assert all(v != exact and abs(v - exact) < 5e-2 for v in got.values()), got
+    assert len(set(got.values())) == len(got)
