@@ -78,7 +78,7 @@ LABELS = {
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    from checkpoints import CONFIGS
+    from checkpoints import CONFIGS, SHAPE_HELP, config_overrides
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if available)")
@@ -99,7 +99,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--config",
         default="mid",
-        help=f"model architecture(s), comma-separated, from {', '.join(CONFIGS)}; "
+        help=f"model architecture(s), comma-separated, from {', '.join(CONFIGS)}, or "
+        f"{SHAPE_HELP}; "
         f"'cpu-matrix' = {','.join(CPU_MATRIX)} (all contenders on each, one after the other)",
     )
     p.add_argument(
@@ -179,7 +180,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.contender_list.insert(1, "recipe-fp32")
     args.workload_list = _names(args.workloads, tuple(WORKLOADS), "workload")
     configs = CPU_MATRIX if args.config == "cpu-matrix" else args.config.split(",")
-    args.config_list = _names(",".join(configs), tuple(CONFIGS), "config")
+    args.config_list = list(dict.fromkeys(x.strip() for x in configs if x.strip()))
+    if not args.config_list:
+        raise SystemExit(f"no config in {args.config!r}")
+    for name in args.config_list:
+        try:
+            config_overrides(name)
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
     if args.quick:
         given = {a.split("=")[0] for a in (argv or sys.argv[1:])}
         for key, value in QUICK.items():

@@ -18,13 +18,14 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CONFIGS", "build_checkpoint", "non_embedding_params"]
+__all__ = ["CONFIGS", "build_checkpoint", "config_overrides", "non_embedding_params"]
 
 logger = logging.getLogger("bench_rerank")
 
@@ -107,11 +108,50 @@ CONFIGS: dict[str, dict[str, Any]] = {
 _BF16_CONFIGS = ("0.6b", "4b", "8b")
 
 
+#: A shape outside :data:`CONFIGS`: ``LxH`` (layers x hidden size) with optional ``-dD``
+#: (head size), ``-hN`` (query heads), ``-kvK`` (key/value heads), ``-iI`` (MLP size).
+_SHAPE = re.compile(r"(?P<layers>\d+)x(?P<hidden>\d+)(?P<options>(?:-(?:d|h|kv|i)\d+)*)")
+_SHAPE_OPTION = re.compile(r"-(d|h|kv|i)(\d+)")
+SHAPE_HELP = "a shape LxH[-dD][-hN][-kvK][-iI] (e.g. 6x768-kv4: 6 layers, hidden 768, 4 KV heads)"
+
+
+def config_overrides(name: str) -> dict[str, Any]:
+    """``Qwen3Config`` overrides of a named config, or of a shape spec (:data:`SHAPE_HELP`):
+    ``6x768`` is 6 layers of hidden size 768 with ``mid``'s proportions (MLP 3x hidden,
+    head size 64, 128 from hidden 1024 up, half as many KV heads as query heads), each
+    overridable (``-d128``, ``-h6``, ``-kv1``, ``-i2048``). Shapes let the benchmarks run
+    architectures they do not name, as an independent check would."""
+    if name in CONFIGS:
+        return CONFIGS[name]
+    match = _SHAPE.fullmatch(name)
+    if match is None:
+        raise ValueError(f"unknown config {name!r}; known: {', '.join(CONFIGS)}, or {SHAPE_HELP}")
+    layers, hidden = int(match["layers"]), int(match["hidden"])
+    options = {k: int(v) for k, v in _SHAPE_OPTION.findall(match["options"])}
+    head_dim = options.get("d", 128 if hidden >= 1024 else 64)
+    heads = options.get("h", hidden // head_dim)
+    kv_heads = options.get("kv", max(1, heads // 2))
+    if min(layers, hidden, head_dim, heads, kv_heads, options.get("i", 1)) < 1:
+        raise ValueError(f"config {name!r}: every size must be at least 1")
+    if heads % kv_heads:
+        raise ValueError(
+            f"config {name!r}: {heads} query heads are not a multiple of {kv_heads} KV heads"
+        )
+    return {
+        "hidden_size": hidden,
+        "intermediate_size": options.get("i", 3 * hidden),
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "head_dim": head_dim,
+    }
+
+
 def full_config(name: str) -> dict[str, Any]:
-    """The whole ``Qwen3Config`` dict of a named benchmark config."""
+    """The whole ``Qwen3Config`` dict of a named benchmark config or a shape spec."""
     from qwen3_rerank_core.testing import checkpoint_config
 
-    return checkpoint_config(**CONFIGS[name])
+    return checkpoint_config(**config_overrides(name))
 
 
 def non_embedding_params(config: dict[str, Any]) -> int:
@@ -189,15 +229,14 @@ def build_checkpoint(
     needed). ``dtype``: the saved dtype (default: bfloat16 for ``0.6b``/``4b``/``8b``,
     float32 for the others). With either, the checkpoint is built by this module.
     """
-    if name not in CONFIGS:
-        raise ValueError(f"unknown config {name!r}; known: {', '.join(CONFIGS)}")
+    overrides = config_overrides(name)
     if dtype is None:
         dtype = "bfloat16" if name in _BF16_CONFIGS else "float32"
     if name not in _BF16_CONFIGS and tokenizer_dir is None and dtype == "float32":
         from qwen3_rerank_core.testing import cached_checkpoint
 
         return cached_checkpoint(
-            "tiny" if name == "tiny" else CONFIGS[name], seed=seed, cache_dir=cache_dir
+            "tiny" if name == "tiny" else overrides, seed=seed, cache_dir=cache_dir
         )
 
     config = full_config(name)

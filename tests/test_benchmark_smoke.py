@@ -174,6 +174,45 @@ def test_cpu_matrix_and_quick_options(bench: Any) -> None:
     assert "vllm-default" in bench.parse_args([]).contender_list
     with pytest.raises(SystemExit, match="nope"):
         bench.parse_args(["--config", "mid,nope"])
+    shaped = bench.parse_args(["--config", "mid,6x768-kv4,mid"])
+    assert shaped.config_list == ["mid", "6x768-kv4"]
+    with pytest.raises(SystemExit, match="6 query heads are not a multiple of 4"):
+        bench.parse_args(["--config", "2x384-kv4"])
+
+
+@pytest.mark.parametrize(
+    ("spec", "want"),
+    [
+        ("6x768", (6, 768, 2304, 12, 6, 64)),
+        ("6x768-kv4", (6, 768, 2304, 12, 4, 64)),
+        ("3x640-d128-h5-kv1-i2048", (3, 640, 2048, 5, 1, 128)),
+        ("2x2048", (2, 2048, 6144, 16, 8, 128)),
+        ("mid", (4, 512, 1536, 8, 4, 64)),
+    ],
+)
+def test_shape_specs_build_the_architecture_they_name(spec: str, want: tuple[int, ...]) -> None:
+    """A shape outside the named configs (``LxH`` with optional head size, heads, KV heads,
+    MLP size) becomes the config it spells; a named config is looked up as before."""
+    from checkpoints import full_config
+
+    c = full_config(spec)
+    got = (
+        c["num_hidden_layers"],
+        c["hidden_size"],
+        c["intermediate_size"],
+        c["num_attention_heads"],
+        c["num_key_value_heads"],
+        c["head_dim"],
+    )
+    assert got == want
+
+
+@pytest.mark.parametrize("spec", ["6x", "x768", "6x768-q3", "6x768-kv0", "6x768 ", "0x768"])
+def test_bad_shape_specs_are_refused_by_name(spec: str) -> None:
+    from checkpoints import config_overrides
+
+    with pytest.raises(ValueError, match=f"config {spec!r}"):
+        config_overrides(spec)
 
 
 def test_summary_table_has_a_line_per_config_and_workload(
