@@ -8,10 +8,12 @@ texts for:
 
 - ``inputs``: the products' inputs alone (the normed hidden states, attention's output, the
   MLP's activation): what any forward that multiplies in bf16 must round;
-- ``ours-like``: the roundings of our bf16 forward (the inputs, the products' outputs, the
-  attention probabilities, the normed and rotated queries and keys; residual stream,
-  norms and head in float32);
-- ``all``: the same plus a bf16 residual stream, as a bf16 model in eager torch keeps it;
+- ``ours-like``: the roundings of our bf16 forward (the inputs, the outputs of every product
+  but the gate and up ones, whose SiLU and product run in the products' epilogue, the
+  attention probabilities, the normed and rotated queries and keys; residual stream, norms
+  and head in float32);
+- ``all``: every rounding, a bf16 residual stream included, as a bf16 model in eager torch;
+- ``in+...``: the inputs and one more rounding (``--variants``, :data:`VARIANTS`);
 
 beside the model card's code at transformers' defaults (``recipe``) and ours at its defaults
 (``ours``). The float32 forward (no rounding) is checked against ours in float32 (the
@@ -32,7 +34,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +50,12 @@ class Rounding:
 
     inputs: bool = False
     """The products' inputs: normed hidden states, attention's output, the MLP activation."""
-    outputs: bool = False
-    """The products' outputs (query, key, value, output projection, gate, up, down)."""
+    qkv_outputs: bool = False
+    """The query, key and value projections' outputs."""
+    gate_up_outputs: bool = False
+    """The MLP's gate and up projections' outputs (before the activation)."""
+    delta_outputs: bool = False
+    """The output and down projections' outputs (the residual stream's deltas)."""
     attention: bool = False
     """The attention probabilities before they weigh the values."""
     queries_keys: bool = False
@@ -57,12 +64,21 @@ class Rounding:
     """The residual stream after each add."""
 
 
-#: The roundings compared, by column name.
+_INPUTS = Rounding(inputs=True)
+_OURS = replace(_INPUTS, qkv_outputs=True, delta_outputs=True, attention=True, queries_keys=True)
+
+#: The roundings this script can compare, by column name (``--variants``).
 VARIANTS: dict[str, Rounding] = {
-    "inputs": Rounding(inputs=True),
-    "ours-like": Rounding(inputs=True, outputs=True, attention=True, queries_keys=True),
-    "all": Rounding(True, True, True, True, True),
+    "inputs": _INPUTS,
+    "ours-like": _OURS,
+    "all": replace(_OURS, gate_up_outputs=True, residual=True),
+    "in+qkv-out": replace(_INPUTS, qkv_outputs=True),
+    "in+gate-up-out": replace(_INPUTS, gate_up_outputs=True),
+    "in+delta-out": replace(_INPUTS, delta_outputs=True),
+    "in+attention": replace(_INPUTS, attention=True),
+    "in+qk": replace(_INPUTS, queries_keys=True),
 }
+DEFAULT_VARIANTS = ("inputs", "ours-like", "all")
 
 
 @dataclass(frozen=True)
@@ -112,9 +128,9 @@ def plain_forward(model: Any, ids: list[int], yes_no: tuple[int, int], r: Roundi
     for layer in dec.layers:
         attn, mlp = layer.self_attn, layer.mlp
         h = _bf16(_rms_norm(x, layer.input_layernorm.weight, eps), r.inputs)
-        q = _bf16(h @ attn.q_proj.weight.T, r.outputs).view(1, n, heads, hd)
-        k = _bf16(h @ attn.k_proj.weight.T, r.outputs).view(1, n, kv_heads, hd)
-        v = _bf16(h @ attn.v_proj.weight.T, r.outputs).view(1, n, kv_heads, hd)
+        q = _bf16(h @ attn.q_proj.weight.T, r.qkv_outputs).view(1, n, heads, hd)
+        k = _bf16(h @ attn.k_proj.weight.T, r.qkv_outputs).view(1, n, kv_heads, hd)
+        v = _bf16(h @ attn.v_proj.weight.T, r.qkv_outputs).view(1, n, kv_heads, hd)
         q = _bf16(_rotate(_rms_norm(q, attn.q_norm.weight, eps), cos, sin), r.queries_keys)
         k = _bf16(_rotate(_rms_norm(k, attn.k_norm.weight, eps), cos, sin), r.queries_keys)
         group = heads // kv_heads
@@ -124,19 +140,26 @@ def plain_forward(model: Any, ids: list[int], yes_no: tuple[int, int], r: Roundi
         scores = (q @ k.transpose(-1, -2) * attn.scaling).masked_fill(future, float("-inf"))
         p = _bf16(torch.softmax(scores, -1), r.attention)
         out = _bf16((p @ v).transpose(1, 2).reshape(1, n, heads * hd), r.inputs)
-        x = _bf16(x + _bf16(out @ attn.o_proj.weight.T, r.outputs), r.residual)
+        x = _bf16(x + _bf16(out @ attn.o_proj.weight.T, r.delta_outputs), r.residual)
         h = _bf16(_rms_norm(x, layer.post_attention_layernorm.weight, eps), r.inputs)
-        gate = _bf16(h @ mlp.gate_proj.weight.T, r.outputs)
-        up = _bf16(h @ mlp.up_proj.weight.T, r.outputs)
+        gate = _bf16(h @ mlp.gate_proj.weight.T, r.gate_up_outputs)
+        up = _bf16(h @ mlp.up_proj.weight.T, r.gate_up_outputs)
         act = _bf16(torch.nn.functional.silu(gate) * up, r.inputs)
-        x = _bf16(x + _bf16(act @ mlp.down_proj.weight.T, r.outputs), r.residual)
+        x = _bf16(x + _bf16(act @ mlp.down_proj.weight.T, r.delta_outputs), r.residual)
     last = _rms_norm(x[0, -1], dec.norm.weight, eps)
     head = model.lm_head.weight.float()
     yes, no = yes_no
     return float(torch.softmax(torch.stack([last @ head[no], last @ head[yes]]), 0)[1])
 
 
-def measure(config: str, seeds: int, workloads: str, docs_scale: float, cache: Path) -> list[Row]:
+def measure(
+    config: str,
+    variants: Sequence[str],
+    seeds: int,
+    workloads: str,
+    docs_scale: float,
+    cache: Path,
+) -> list[Row]:
     import torch
     from bf16_accuracy import with_norms
     from checkpoints import build_checkpoint
@@ -169,8 +192,8 @@ def measure(config: str, seeds: int, workloads: str, docs_scale: float, cache: P
             scores: dict[str, Any] = {}
             with torch.inference_mode():
                 want = torch.tensor([plain_forward(fp32, t, yes_no, Rounding()) for t in ids])
-                for label, rounding in VARIANTS.items():
-                    scores[label] = [plain_forward(fp32, t, yes_no, rounding) for t in ids]
+                for label in variants:
+                    scores[label] = [plain_forward(fp32, t, yes_no, VARIANTS[label]) for t in ids]
             scores["recipe"] = recipe.score_pairs(pairs, batch_size=16)
             scores["ours"] = ours.score(query, docs)
             check = (torch.tensor(exact.score(query, docs)) - want).abs().max()
@@ -192,11 +215,8 @@ def measure(config: str, seeds: int, workloads: str, docs_scale: float, cache: P
     return rows
 
 
-COLUMNS = (*VARIANTS, "recipe", "ours")
-
-
 def _line(r: Row) -> str:
-    cells = " | ".join(f"{r.max_dev[k]:.1e} / {r.mean_dev[k]:.1e}" for k in COLUMNS)
+    cells = " | ".join(f"{r.max_dev[k]:.1e} / {r.mean_dev[k]:.1e}" for k in r.max_dev)
     return f"| {r.config} | {r.seed} | {r.workload} | {r.docs} | {r.fp32_check:.0e} | {cells} |"
 
 
@@ -204,7 +224,7 @@ def summary(rows: list[Row]) -> str:
     """Each column's mean of the rows' mean deviations, and how often each column's largest
     deviation is within the recipe's + 1e-5."""
     parts = []
-    for k in COLUMNS:
+    for k in rows[0].max_dev:
         mean = sum(r.mean_dev[k] for r in rows) / len(rows)
         within = sum(r.max_dev[k] <= r.max_dev["recipe"] + 1e-5 for r in rows)
         parts.append(f"{k}: mean {mean:.1e}, largest within the recipe's {within}/{len(rows)}")
@@ -216,21 +236,35 @@ def main(argv: list[str] | None = None) -> list[Row]:
     p.add_argument("--configs", default="2x1024,12x256")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--workloads", default="a,b")
+    p.add_argument(
+        "--variants",
+        default=",".join(DEFAULT_VARIANTS),
+        help=f"roundings compared, comma-separated, from {', '.join(VARIANTS)}",
+    )
     p.add_argument("--docs-scale", type=float, default=0.3, help="0.3: 30 documents")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cache-dir", type=Path, default=REPO / ".cache" / "fixtures")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        p.error(
+            f"unknown variant(s) {unknown or args.variants!r}; choose from {', '.join(VARIANTS)}"
+        )
 
     import torch
 
     torch.set_num_threads(args.threads)
-    cols = " | ".join(f"{k} max / mean" for k in COLUMNS)
+    columns = (*variants, "recipe", "ours")
+    cols = " | ".join(f"{k} max / mean" for k in columns)
     print(f"| config | seed | workload | docs | fp32 check | {cols} |")
-    print("|---|---|---|---|---|" + "---|" * len(COLUMNS))
+    print("|---|---|---|---|---|" + "---|" * len(columns))
     rows: list[Row] = []
     for config in args.configs.split(","):
-        rows += measure(config, args.seeds, args.workloads, args.docs_scale, args.cache_dir)
+        rows += measure(
+            config, variants, args.seeds, args.workloads, args.docs_scale, args.cache_dir
+        )
     print("\n" + summary(rows))
     if args.json is not None:
         out: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}

@@ -471,6 +471,7 @@ def test_bf16_error_sources_script_isolates_each_rounding(
         rows = module.main(
             [
                 *("--configs", "tiny", "--seeds", "1", "--workloads", "b"),
+                *("--variants", "inputs,in+delta-out,all"),
                 *("--docs-scale", "0.04", "--threads", "1"),
                 *("--cache-dir", str(default_cache_dir()), "--json", str(out)),
             ]
@@ -480,7 +481,7 @@ def test_bf16_error_sources_script_isolates_each_rounding(
     assert [(r.config, r.docs) for r in rows] == [("tiny", 4)]
     (row,) = rows
     assert row.fp32_check < 1e-5
-    assert set(row.max_dev) == {"inputs", "ours-like", "all", "recipe", "ours"}
+    assert list(row.max_dev) == ["inputs", "in+delta-out", "all", "recipe", "ours"]
     for k, largest in row.max_dev.items():
         assert 0 < row.mean_dev[k] <= largest < 1, k
     assert "inputs: mean" in capsys.readouterr().out
@@ -502,8 +503,17 @@ def test_plain_forward_roundings_are_independent_switches() -> None:
         exact = module.plain_forward(model, ids, (9693, 2152), module.Rounding())
         got = {
             name: module.plain_forward(model, ids, (9693, 2152), module.Rounding(**{name: True}))
-            for name in ("inputs", "outputs", "attention", "queries_keys", "residual")
+            for name in module.Rounding.__dataclass_fields__
         }
     assert 0 < exact < 1
     assert all(v != exact and abs(v - exact) < 5e-2 for v in got.values()), got
     assert len(set(got.values())) == len(got)
+
+
+def test_bf16_error_sources_refuses_an_unknown_variant_by_name(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    module = _load_script("bf16_error_sources")
+    with pytest.raises(SystemExit):
+        module.main(["--variants", "inputs,nope"])
+    assert "nope" in capsys.readouterr().err
