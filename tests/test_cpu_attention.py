@@ -1,7 +1,7 @@
 """Our AVX-512 BF16 attention kernel (``qwen3_rerank_core/_backends/_cpu_attention.py``).
 
 The kernel is held to torch's SDPA: against float32 attention of the same bf16 inputs it
-must be as close as SDPA in bf16 is, on head sizes 64/96/128, 1-4 query heads a key/value
+must be as close as SDPA in bf16 is, on head sizes 48/64/80/96/128, 1-4 query heads a key/value
 head, with and without a prefix, for whole rows (causal) and for one query a row (the
 last layer's), on the strided layouts the lean forward passes. Where this CPU cannot run
 it (no AVX-512 BF16, no C compiler) those tests skip; the policy tests run everywhere.
@@ -97,6 +97,9 @@ SHAPES = [
     (5, 6, 2, 33, 80, 96),
     (1, 4, 4, 300, 80, 64),
     (4, 2, 1, 1, 9, 64),
+    # head sizes an odd multiple of 16: the last 16 dimensions of the values alone
+    (3, 4, 2, 41, 23, 80),
+    (2, 3, 1, 19, 0, 48),
 ]
 
 
@@ -146,26 +149,26 @@ def _packed(t: Any, lengths: list[int]) -> Any:
 
 
 @needs_kernel
-@pytest.mark.parametrize("prefix", [0, 23])
-def test_ragged_rows_give_the_padded_rows_results(kernel: Any, prefix: int) -> None:
+@pytest.mark.parametrize(("prefix", "dim"), [(0, 64), (23, 64), (23, 80)])
+def test_ragged_rows_give_the_padded_rows_results(kernel: Any, prefix: int, dim: int) -> None:
     """Rows packed one after another (the forward's ragged batches) give the same bits as
     the same rows padded to one width, for whole rows and for one query a row; rows past a
     row's length are never computed."""
-    case = Case(4, 4, 2, 41, prefix, 64, seed=5 + prefix)
+    case = Case(4, 4, 2, 41, prefix, dim, seed=5 + prefix)
     lengths = [41, 7, 1, 30]
     length = torch.tensor(lengths)
     start = length.cumsum(0) - length
     q, k, v = (_packed(t, lengths) for t in (case.q, case.k, case.v))
     padded = kernel(case.q, case.k, case.v, case.past, None, case.scale)
     ragged = kernel(q, k, v, case.past, None, case.scale, ragged=(start, length))
-    assert ragged.shape == (1, sum(lengths), 4, 64) and ragged.is_contiguous()
+    assert ragged.shape == (1, sum(lengths), 4, dim) and ragged.is_contiguous()
     want = torch.cat([padded[b, :n] for b, n in enumerate(lengths)])[None]
     assert torch.equal(ragged, want)
     case.lengths = length
     last_q, seen = case.last_queries()
     padded = kernel(last_q, case.k, case.v, case.past, seen, case.scale)
     ragged = kernel(last_q, k, v, case.past, seen, case.scale, ragged=(start, length))
-    assert ragged.shape == (4, 1, 4, 64) and torch.equal(ragged, padded)
+    assert ragged.shape == (4, 1, 4, dim) and torch.equal(ragged, padded)
     # not ragged rows it can take: left to the caller (None)
     assert kernel(q, k, v, case.past, None, case.scale, ragged=(start + 1, length)) is None
     assert kernel(q[:, :, :5], k, v, case.past, None, case.scale, ragged=(start, length)) is None
@@ -176,7 +179,7 @@ def test_inputs_it_does_not_take_are_left_to_sdpa(kernel: Any) -> None:
     case = Case(1, 2, 1, 8, 0, 64, seed=1)
     q, k, v = case.q, case.k, case.v
     assert kernel(q.float(), k.float(), v.float(), None, None, 0.1) is None  # float32
-    odd = torch.zeros(1, 2, 8, 80, dtype=torch.bfloat16)  # head size not a multiple of 32
+    odd = torch.zeros(1, 2, 8, 72, dtype=torch.bfloat16)  # head size not a multiple of 16
     assert kernel(odd, odd[:, :1], odd[:, :1], None, None, 0.1) is None
     assert kernel(q[:, :, :4], k, v, None, None, 0.1) is None  # rows != keys, no mask
     strided = torch.zeros(1, 2, 8, 128, dtype=torch.bfloat16)[..., ::2]  # head dim strided
