@@ -116,10 +116,13 @@ def _rotate(x: Any, cos: Any, sin: Any) -> Any:
 
 def plain_forward(model: Any, ids: list[int], yes_no: tuple[int, int], r: Rounding) -> float:
     """p(yes) of one whole prompt ``ids`` through ``model`` (a float32 Qwen3 causal LM), in
-    float32 with the roundings ``r``; the final norm and the yes/no head in float32."""
+    float32 with the roundings ``r``; the final norm and the yes/no head in float32. Qwen3's
+    projections have no biases (``attention_bias=False``); a model with some is refused."""
     import torch
 
     dec, c = model.model, model.config
+    if getattr(c, "attention_bias", False):
+        raise ValueError("plain_forward covers Qwen3 without projection biases")
     n, hd = len(ids), int(c.head_dim)
     heads, kv_heads, eps = int(c.num_attention_heads), int(c.num_key_value_heads), c.rms_norm_eps
     x = dec.embed_tokens(torch.tensor([ids])).float()
