@@ -105,8 +105,8 @@ def _tables(batch: int, positions: int, dim: int, seed: int) -> tuple[Any, Any]:
 
 @pytest.mark.parametrize(
     ("batch", "positions", "dim", "table_batch"),
-    [(2, 9, 128, 1), (1, 40, 64, 1), (5, 1, 128, 5), (3, 4, 256, 3)],
-    ids=["padded-d128", "ragged-d64", "last-positions", "d256"],
+    [(2, 9, 128, 1), (1, 40, 64, 1), (5, 1, 128, 5), (3, 4, 256, 3), (2, 7, 80, 1), (1, 5, 48, 1)],
+    ids=["padded-d128", "ragged-d64", "last-positions", "d256", "d80", "d48"],
 )
 def test_norm_rotate_is_the_torch_norm_then_rotation(
     steps: Any, batch: int, positions: int, dim: int, table_batch: int
@@ -153,17 +153,17 @@ def test_the_same_bits_on_any_thread_count(steps: Any) -> None:
 
 
 def test_inputs_it_does_not_take_are_refused(steps: Any) -> None:
-    """``None`` (the caller runs torch) for another dtype, a width that is not a multiple
-    of 16, a head dimension that is not a multiple of 32, a non-contiguous stream."""
+    """``None`` (the caller runs torch) for another dtype, a width or a head dimension
+    that is not a multiple of 16, a non-contiguous stream."""
     x = torch.randn(2, 24)
     assert steps.add_rms_norm(x, None, None, 1e-6) is None
     assert steps.add(x, x.bfloat16()) is None
     assert steps.add_rms_norm(torch.randn(2, 32).double(), None, None, 1e-6) is None
     assert steps.add_rms_norm(torch.randn(32, 2).T, None, None, 1e-6) is None
     assert steps.add(torch.randn(2, 32), torch.randn(2, 32)) is None  # a float32 delta
-    q = torch.randn(1, 3, 2, 48).bfloat16()
-    cos, sin = _tables(1, 3, 48, seed=0)
-    w = torch.ones(2, 48)
+    q = torch.randn(1, 3, 2, 40).bfloat16()
+    cos, sin = _tables(1, 3, 40, seed=0)
+    w = torch.ones(2, 40)
     assert steps.norm_rotate(q, w, w, cos, sin, 1e-6) is None
     cos, sin = _tables(1, 3, 64, seed=0)
     assert (
@@ -192,17 +192,19 @@ def _hidden(
     return lean, lean.last_hidden(rows, prefix, pad_id=0)
 
 
+@pytest.mark.parametrize("head_dim", [64, 80], ids=["head-64", "head-80"])
 def test_the_bf16_forward_with_the_steps_is_as_close_to_float32_as_with_torch(
-    steps: Any, monkeypatch: pytest.MonkeyPatch
+    steps: Any, monkeypatch: pytest.MonkeyPatch, head_dim: int
 ) -> None:
     """Norm weights that are not ones: with the C steps they stay unfolded (applied in the
     norm's pass, in float32) and the hidden states are no further from float32's than with
-    torch's steps (which fold them into the bf16 weights)."""
+    torch's steps (which fold them into the bf16 weights); head size 80, not a multiple of
+    32, included."""
     from transformers import AutoModelForCausalLM
 
     config = {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 3}
     folder = cached_checkpoint(
-        {**config, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64},
+        {**config, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": head_dim},
         dtype="bfloat16",
         cache_dir=default_cache_dir(),
     )
@@ -254,14 +256,14 @@ def test_the_forward_uses_the_steps_in_bf16_on_cpu_only(
     "shape",
     [
         {"hidden_size": 72, "intermediate_size": 200, "num_attention_heads": 3, "head_dim": 24},
-        {"hidden_size": 80, "intermediate_size": 240, "num_attention_heads": 2, "head_dim": 80},
+        {"hidden_size": 144, "intermediate_size": 432, "num_attention_heads": 2, "head_dim": 72},
     ],
-    ids=["width-72-head-24", "width-80-head-80"],
+    ids=["width-72-head-24", "width-144-head-72"],
 )
 def test_shapes_the_steps_refuse_fall_back_to_torch_per_step(
     steps: Any, monkeypatch: pytest.MonkeyPatch, shape: dict[str, int]
 ) -> None:
-    """A width that is not a multiple of 16 or a head size that is not one of 32: the
+    """A width or a head size that is not a multiple of 16: the
     steps that refuse run in torch (with the norm weights unfolded), the others in C, and
     the bf16 hidden states stay as close to float32 as with torch's steps throughout."""
     from transformers import AutoModelForCausalLM

@@ -11,7 +11,7 @@ rounding to bf16. They run wherever that library does, with or without AMX (meas
 AMD EPYC Zen 4 only: the attention kernel alone stays off on AMX CPUs).
 
 Every method returns ``None`` for an input it does not take (another dtype or layout, a
-width that is not a multiple of 16, a head dimension that is not a multiple of 32), and
+width or a head dimension that is not a multiple of 16), and
 the caller runs the torch steps instead.
 
 Example::
@@ -131,7 +131,7 @@ class CpuElementwise:
         if x.dim() != 4 or x.dtype != torch.bfloat16 or x.device.type != "cpu":
             return None
         batch, positions, heads, dim = (int(n) for n in x.shape)
-        if x.stride(-1) != 1 or dim % 32:
+        if x.stride(-1) != 1 or dim % 16:
             return None
         for t in (weight, swapped):
             if t.dtype != torch.float32 or t.shape != (heads, dim) or not t.is_contiguous():

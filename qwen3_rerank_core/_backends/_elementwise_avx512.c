@@ -8,6 +8,7 @@
  * rounding to bf16 at the end (round to nearest even). Rows are shared out among the
  * threads of the calling thread's OpenMP team (torch's).
  */
+#include <string.h>
 #include <math.h>
 
 #include "_avx512_common.h"
@@ -74,19 +75,19 @@ int qwen3_rerank_add(float *x, int64_t x_s, const bf16 *delta, int64_t d_s, int6
  * with c ^ half the other half's element, cos and sin (signed: the first half negated)
  * the position's tables, float32 (strides cb (0: shared by the batch) and cs, the head
  * dimension contiguous), w the head's norm weight and ws the same with its halves swapped,
- * (heads, D) float32 contiguous. D: a multiple of 32, at most MAX_HEAD_DIM.
+ * (heads, D) float32 contiguous. D: a multiple of 16, at most MAX_HEAD_DIM.
  * Returns 0, or 1 for a D it does not take. */
 int qwen3_rerank_norm_rotate(const bf16 *x, int64_t xb, int64_t xs, int64_t xh, const float *cos,
                              const float *sin, int64_t cb, int64_t cs, const float *w,
                              const float *ws, float eps, bf16 *out, int64_t B, int64_t S,
                              int64_t heads, int64_t D, int threads) {
-    if (D % 32 != 0 || D > MAX_HEAD_DIM || threads < 1) return 1;
+    if (D % 16 != 0 || D > MAX_HEAD_DIM || threads < 1) return 1;
     const int64_t half = D / 2;
 #pragma omp parallel for num_threads(threads) schedule(static) if (B * S > 1)
     for (int64_t r = 0; r < B * S; r++) {
         const int64_t b = r / S, s = r % S;
         const float *cr = cos + b * cb + s * cs, *sr = sin + b * cb + s * cs;
-        float v[MAX_HEAD_DIM];
+        float v[MAX_HEAD_DIM], swapped[MAX_HEAD_DIM];
         for (int64_t h = 0; h < heads; h++) {
             const bf16 *xr = x + b * xb + s * xs + h * xh;
             const float *wr = w + h * D, *wsr = ws + h * D;
@@ -96,15 +97,17 @@ int qwen3_rerank_norm_rotate(const bf16 *x, int64_t xb, int64_t xs, int64_t xh, 
                 _mm512_storeu_ps(v + c, e);
                 squares = _mm512_fmadd_ps(e, e, squares);
             }
+            /* x with its halves swapped, as floats: a half need not be whole vectors */
+            memcpy(swapped, v + half, (size_t)half * sizeof(float));
+            memcpy(swapped + half, v, (size_t)half * sizeof(float));
             const __m512 inv =
                 _mm512_set1_ps(1.0f / sqrtf(_mm512_reduce_add_ps(squares) / (float)D + eps));
             bf16 *o = out + (r * heads + h) * D;
             for (int64_t c = 0; c < D; c += 16) {
-                const int64_t other = c < half ? c + half : c - half;
                 __m512 rot_cos = _mm512_mul_ps(_mm512_loadu_ps(cr + c), _mm512_loadu_ps(wr + c));
                 __m512 rot_sin = _mm512_mul_ps(_mm512_loadu_ps(sr + c), _mm512_loadu_ps(wsr + c));
                 __m512 e = _mm512_mul_ps(_mm512_loadu_ps(v + c), rot_cos);
-                e = _mm512_fmadd_ps(_mm512_loadu_ps(v + other), rot_sin, e);
+                e = _mm512_fmadd_ps(_mm512_loadu_ps(swapped + c), rot_sin, e);
                 store_bf16(o + c, _mm512_mul_ps(e, inv));
             }
         }
