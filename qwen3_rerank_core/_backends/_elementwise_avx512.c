@@ -83,6 +83,7 @@ int qwen3_rerank_norm_rotate(const bf16 *x, int64_t xb, int64_t xs, int64_t xh, 
                              int64_t heads, int64_t D, int threads) {
     if (D % 16 != 0 || D > MAX_HEAD_DIM || threads < 1) return 1;
     const int64_t half = D / 2;
+    const int whole_halves = half % 16 == 0;
 #pragma omp parallel for num_threads(threads) schedule(static) if (B * S > 1)
     for (int64_t r = 0; r < B * S; r++) {
         const int64_t b = r / S, s = r % S;
@@ -97,9 +98,12 @@ int qwen3_rerank_norm_rotate(const bf16 *x, int64_t xb, int64_t xs, int64_t xh, 
                 _mm512_storeu_ps(v + c, e);
                 squares = _mm512_fmadd_ps(e, e, squares);
             }
-            /* x with its halves swapped, as floats: a half need not be whole vectors */
-            memcpy(swapped, v + half, (size_t)half * sizeof(float));
-            memcpy(swapped + half, v, (size_t)half * sizeof(float));
+            /* where a half is not whole vectors (D an odd multiple of 16), x with its halves
+             * swapped, as floats; else each vector's partner is read in place */
+            if (!whole_halves) {
+                memcpy(swapped, v + half, (size_t)half * sizeof(float));
+                memcpy(swapped + half, v, (size_t)half * sizeof(float));
+            }
             const __m512 inv =
                 _mm512_set1_ps(1.0f / sqrtf(_mm512_reduce_add_ps(squares) / (float)D + eps));
             bf16 *o = out + (r * heads + h) * D;
@@ -107,7 +111,9 @@ int qwen3_rerank_norm_rotate(const bf16 *x, int64_t xb, int64_t xs, int64_t xh, 
                 __m512 rot_cos = _mm512_mul_ps(_mm512_loadu_ps(cr + c), _mm512_loadu_ps(wr + c));
                 __m512 rot_sin = _mm512_mul_ps(_mm512_loadu_ps(sr + c), _mm512_loadu_ps(wsr + c));
                 __m512 e = _mm512_mul_ps(_mm512_loadu_ps(v + c), rot_cos);
-                e = _mm512_fmadd_ps(_mm512_loadu_ps(swapped + c), rot_sin, e);
+                const float *partner =
+                    !whole_halves ? swapped + c : (c < half ? v + c + half : v + c - half);
+                e = _mm512_fmadd_ps(_mm512_loadu_ps(partner), rot_sin, e);
                 store_bf16(o + c, _mm512_mul_ps(e, inv));
             }
         }
