@@ -24,6 +24,7 @@ import argparse
 import json
 import shutil
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -67,23 +68,31 @@ def with_norms(folder: Path, cache_dir: Path) -> Path:
     return out
 
 
+def checkpoint_folder(config: str, cache: Path) -> Path:
+    """The bf16-saved checkpoint of ``config``: ``NAME`` (a benchmark config or shape) or
+    ``NAME+norms`` (:func:`with_norms`), built in ``cache`` if needed."""
+    from checkpoints import build_checkpoint
+
+    name, _, variant = config.partition("+")
+    folder = build_checkpoint(name, seed=0, cache_dir=cache, dtype="bfloat16")
+    if variant == "norms":
+        return with_norms(folder, cache)
+    if variant:
+        raise ValueError(f"unknown variant {variant!r} in {config!r} (known: +norms)")
+    return folder
+
+
 def measure(
     config: str, seeds: int, workloads: str, docs_scale: float, recipe_batch: int, cache: Path
 ) -> list[Row]:
     import torch
-    from checkpoints import build_checkpoint
     from recipe import OfficialRecipe, format_instruction
     from transformers import AutoModelForCausalLM
     from workloads import WORKLOADS, make_workload
 
     from qwen3_rerank_core import Qwen3Reranker
 
-    name, _, variant = config.partition("+")
-    folder = build_checkpoint(name, seed=0, cache_dir=cache, dtype="bfloat16")
-    if variant == "norms":
-        folder = with_norms(folder, cache)
-    elif variant:
-        raise ValueError(f"unknown variant {variant!r} in {config!r} (known: +norms)")
+    folder = checkpoint_folder(config, cache)
     exact = Qwen3Reranker(model=str(folder), device="cpu", dtype="float32").load()
     ours = Qwen3Reranker(model=str(folder), device="cpu").load()
     model = AutoModelForCausalLM.from_pretrained(str(folder)).eval()  # transformers' defaults
@@ -163,11 +172,16 @@ def main(argv: list[str] | None = None) -> list[Row]:
         f"mean of ours / recipe mean ratios: "
         f"{sum(r.ours_mean / r.recipe_mean for r in rows) / len(rows):.2f}"
     )
-    if args.json is not None:
-        summary: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
-        summary["rows"] = [asdict(r) for r in rows]
-        args.json.write_text(json.dumps(summary, indent=1))
+    write_json(args, rows)
     return rows
+
+
+def write_json(args: argparse.Namespace, rows: Sequence[Any]) -> None:
+    """The run's arguments and ``rows`` (dataclasses) to ``args.json``, where given."""
+    if args.json is not None:
+        out: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
+        out["rows"] = [asdict(r) for r in rows]
+        args.json.write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

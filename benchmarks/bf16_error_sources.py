@@ -32,10 +32,9 @@ deviations is a draw among forwards of the same precision. Example::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -164,20 +163,14 @@ def measure(
     cache: Path,
 ) -> list[Row]:
     import torch
-    from bf16_accuracy import with_norms
-    from checkpoints import build_checkpoint
+    from bf16_accuracy import checkpoint_folder
     from recipe import OfficialRecipe, format_instruction
     from transformers import AutoModelForCausalLM
     from workloads import WORKLOADS, make_workload
 
     from qwen3_rerank_core import Qwen3Reranker
 
-    name, _, variant = config.partition("+")
-    folder = build_checkpoint(name, seed=0, cache_dir=cache, dtype="bfloat16")
-    if variant == "norms":
-        folder = with_norms(folder, cache)
-    elif variant:
-        raise ValueError(f"unknown variant {variant!r} in {config!r} (known: +norms)")
+    folder = checkpoint_folder(config, cache)
     exact = Qwen3Reranker(model=str(folder), device="cpu", dtype="float32").load()
     ours = Qwen3Reranker(model=str(folder), device="cpu").load()
     fp32 = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
@@ -257,6 +250,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
         )
 
     import torch
+    from bf16_accuracy import write_json
 
     torch.set_num_threads(args.threads)
     columns = (*variants, "recipe", "ours")
@@ -269,10 +263,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
             config, variants, args.seeds, args.workloads, args.docs_scale, args.cache_dir
         )
     print("\n" + summary(rows))
-    if args.json is not None:
-        out: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
-        out["rows"] = [asdict(r) for r in rows]
-        args.json.write_text(json.dumps(out, indent=1))
+    write_json(args, rows)
     return rows
 
 

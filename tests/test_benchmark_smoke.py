@@ -193,9 +193,7 @@ def test_cpu_matrix_and_quick_options(bench: Any) -> None:
 def test_shape_specs_build_the_architecture_they_name(spec: str, want: tuple[int, ...]) -> None:
     """A shape outside the named configs (``LxH`` with optional head size, heads, KV heads,
     MLP size) becomes the config it spells; a named config is looked up as before."""
-    from checkpoints import full_config
-
-    c = full_config(spec)
+    c = _load_script("checkpoints").full_config(spec)
     got = (
         c["num_hidden_layers"],
         c["hidden_size"],
@@ -209,10 +207,8 @@ def test_shape_specs_build_the_architecture_they_name(spec: str, want: tuple[int
 
 @pytest.mark.parametrize("spec", ["6x", "x768", "6x768-q3", "6x768-kv0", "6x768 ", "0x768"])
 def test_bad_shape_specs_are_refused_by_name(spec: str) -> None:
-    from checkpoints import config_overrides
-
     with pytest.raises(ValueError, match=f"config {spec!r}"):
-        config_overrides(spec)
+        _load_script("checkpoints").config_overrides(spec)
 
 
 def test_summary_table_has_a_line_per_config_and_workload(
@@ -426,28 +422,33 @@ def test_attention_kernel_script_prints_the_comparison(
     assert kernel_err <= 1.25 * sdpa_err + 2e-3
 
 
+def _run_accuracy_script(script: str, *args: str) -> Any:
+    """``script``'s ``main`` on one seed of workload ``b`` (4 documents, one thread, the
+    shared fixture cache) and ``args``; torch's thread count restored after."""
+    import torch
+
+    from qwen3_rerank_core.testing import default_cache_dir
+
+    module = _load_script(script)
+    threads = torch.get_num_threads()
+    try:
+        return module.main(
+            [
+                *("--seeds", "1", "--workloads", "b", "--docs-scale", "0.04", "--threads", "1"),
+                *("--cache-dir", str(default_cache_dir()), *args),
+            ]
+        )
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_bf16_accuracy_script_reports_both_deviations(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """One seed of the tiny config and its +norms copy (norm weights that are not ones):
     a row each, deviations finite, the recipe's and ours both away from float32 (bf16)."""
-    import torch
-
-    from qwen3_rerank_core.testing import default_cache_dir
-
-    module = _load_script("bf16_accuracy")
-    threads = torch.get_num_threads()
     out = tmp_path / "acc.json"
-    try:
-        rows = module.main(
-            [
-                *("--configs", "tiny,tiny+norms", "--seeds", "1", "--workloads", "b"),
-                *("--docs-scale", "0.04", "--threads", "1"),
-                *("--cache-dir", str(default_cache_dir()), "--json", str(out)),
-            ]
-        )
-    finally:
-        torch.set_num_threads(threads)
+    rows = _run_accuracy_script("bf16_accuracy", "--configs", "tiny,tiny+norms", "--json", str(out))
     assert [(r.config, r.docs) for r in rows] == [("tiny", 4), ("tiny+norms", 4)]
     for r in rows:
         assert 0 < r.recipe_mean <= r.recipe_max < 1 and 0 <= r.ours_mean <= r.ours_max < 1
@@ -460,24 +461,11 @@ def test_bf16_error_sources_script_isolates_each_rounding(
 ) -> None:
     """One seed of the tiny config: the plain forward without rounding is ours in float32
     (to 1e-5), every rounding variant moves the scores off it, and each column is reported."""
-    import torch
-
-    from qwen3_rerank_core.testing import default_cache_dir
-
-    module = _load_script("bf16_error_sources")
-    threads = torch.get_num_threads()
     out = tmp_path / "sources.json"
-    try:
-        rows = module.main(
-            [
-                *("--configs", "tiny", "--seeds", "1", "--workloads", "b"),
-                *("--variants", "inputs,in+delta-out,all"),
-                *("--docs-scale", "0.04", "--threads", "1"),
-                *("--cache-dir", str(default_cache_dir()), "--json", str(out)),
-            ]
-        )
-    finally:
-        torch.set_num_threads(threads)
+    variants = ("--variants", "inputs,in+delta-out,all")
+    rows = _run_accuracy_script(
+        "bf16_error_sources", "--configs", "tiny", *variants, "--json", str(out)
+    )
     assert [(r.config, r.docs) for r in rows] == [("tiny", 4)]
     (row,) = rows
     assert row.fp32_check < 1e-5
