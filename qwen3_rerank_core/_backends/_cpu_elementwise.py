@@ -11,8 +11,8 @@ rounding to bf16. They run wherever that library does, with or without AMX (meas
 AMD EPYC Zen 4 only: the attention kernel alone stays off on AMX CPUs).
 
 Every method returns ``None`` for an input it does not take (another dtype or layout, a
-width or a head dimension that is not a multiple of 16), and
-the caller runs the torch steps instead.
+width or a head dimension that is not a multiple of 16), and the caller runs the torch
+steps instead.
 
 Example::
 
