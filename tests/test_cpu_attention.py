@@ -100,6 +100,12 @@ SHAPES = [
     # head sizes an odd multiple of 16: the last 16 dimensions of the values alone
     (3, 4, 2, 41, 23, 80),
     (2, 3, 1, 19, 0, 48),
+    # head sizes that are not a multiple of 16: the last vector's lanes masked
+    (2, 4, 2, 29, 11, 72),
+    (3, 2, 1, 17, 5, 40),
+    (2, 6, 3, 21, 0, 24),
+    (1, 2, 1, 12, 7, 104),
+    (2, 2, 1, 9, 3, 2),
 ]
 
 
@@ -149,7 +155,7 @@ def _packed(t: Any, lengths: list[int]) -> Any:
 
 
 @needs_kernel
-@pytest.mark.parametrize(("prefix", "dim"), [(0, 64), (23, 64), (23, 80)])
+@pytest.mark.parametrize(("prefix", "dim"), [(0, 64), (23, 64), (23, 80), (23, 72)])
 def test_ragged_rows_give_the_padded_rows_results(kernel: Any, prefix: int, dim: int) -> None:
     """Rows packed one after another (the forward's ragged batches) give the same bits as
     the same rows padded to one width, for whole rows and for one query a row; rows past a
@@ -179,7 +185,7 @@ def test_inputs_it_does_not_take_are_left_to_sdpa(kernel: Any) -> None:
     case = Case(1, 2, 1, 8, 0, 64, seed=1)
     q, k, v = case.q, case.k, case.v
     assert kernel(q.float(), k.float(), v.float(), None, None, 0.1) is None  # float32
-    odd = torch.zeros(1, 2, 8, 72, dtype=torch.bfloat16)  # head size not a multiple of 16
+    odd = torch.zeros(1, 2, 8, 9, dtype=torch.bfloat16)  # an odd head size
     assert kernel(odd, odd[:, :1], odd[:, :1], None, None, 0.1) is None
     assert kernel(q[:, :, :4], k, v, None, None, 0.1) is None  # rows != keys, no mask
     strided = torch.zeros(1, 2, 8, 128, dtype=torch.bfloat16)[..., ::2]  # head dim strided

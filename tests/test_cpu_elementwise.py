@@ -54,7 +54,7 @@ def _rms_norm(x: Any, weight: Any | None, eps: float) -> Any:
     return (out if weight is None else out * weight.double()).float()
 
 
-@pytest.mark.parametrize("width", [64, 1024])
+@pytest.mark.parametrize("width", [8, 64, 72, 1000, 1024])
 @pytest.mark.parametrize("with_delta", [False, True])
 @pytest.mark.parametrize("with_weight", [False, True])
 def test_add_rms_norm_is_the_torch_norm_of_the_sum(
@@ -71,13 +71,27 @@ def test_add_rms_norm_is_the_torch_norm_of_the_sum(
     _close_in_bf16(normed, _rms_norm(want_x, weight, 1e-6))
 
 
-def test_add_is_exact_and_in_place(steps: Any) -> None:
+@pytest.mark.parametrize("width", [512, 40])
+def test_add_is_exact_and_in_place(steps: Any, width: int) -> None:
     g = _gen(1)
-    x = torch.randn(1, 37, 512, generator=g)
-    delta = torch.randn(1, 37, 512, generator=g).bfloat16()
+    x = torch.randn(1, 37, width, generator=g)
+    delta = torch.randn(1, 37, width, generator=g).bfloat16()
     want = x + delta.float()
     assert steps.add(x, delta) is x
     assert torch.equal(x, want)
+
+
+def test_a_partial_last_vector_writes_nothing_past_the_row(steps: Any) -> None:
+    """Rows whose width is not a multiple of 16, taken from the middle of a larger
+    buffer: the masked last vector leaves the elements after each row as they were."""
+    g = _gen(3)
+    width, rows = 40, 5
+    buffer = torch.randn(rows * width + 16, generator=g)
+    x = buffer[:-16].view(rows, width)
+    guard = buffer[-16:].clone()
+    out = steps.add_rms_norm(x, torch.randn(rows, width, generator=g).bfloat16(), None, 1e-6)
+    assert out is not None and out.shape == (rows, width)
+    assert torch.equal(buffer[-16:], guard)
 
 
 def _norm_rotate(
@@ -105,8 +119,18 @@ def _tables(batch: int, positions: int, dim: int, seed: int) -> tuple[Any, Any]:
 
 @pytest.mark.parametrize(
     ("batch", "positions", "dim", "table_batch"),
-    [(2, 9, 128, 1), (1, 40, 64, 1), (5, 1, 128, 5), (3, 4, 256, 3), (2, 7, 80, 1), (1, 5, 48, 1)],
-    ids=["padded-d128", "ragged-d64", "last-positions", "d256", "d80", "d48"],
+    [
+        (2, 9, 128, 1),
+        (1, 40, 64, 1),
+        (5, 1, 128, 5),
+        (3, 4, 256, 3),
+        (2, 7, 80, 1),
+        (1, 5, 48, 1),
+        (2, 6, 72, 1),
+        (3, 5, 24, 3),
+        (1, 4, 2, 1),
+    ],
+    ids=["padded-d128", "ragged-d64", "last-positions", "d256", "d80", "d48", "d72", "d24", "d2"],
 )
 def test_norm_rotate_is_the_torch_norm_then_rotation(
     steps: Any, batch: int, positions: int, dim: int, table_batch: int
@@ -153,18 +177,17 @@ def test_the_same_bits_on_any_thread_count(steps: Any) -> None:
 
 
 def test_inputs_it_does_not_take_are_refused(steps: Any) -> None:
-    """``None`` (the caller runs torch) for another dtype, a width or a head dimension
-    that is not a multiple of 16, a non-contiguous stream."""
-    x = torch.randn(2, 24)
-    assert steps.add_rms_norm(x, None, None, 1e-6) is None
-    assert steps.add(x, x.bfloat16()) is None
+    """``None`` (the caller runs torch) for another dtype, a non-contiguous stream, a
+    float32 delta, an odd head dimension or one over 1024."""
     assert steps.add_rms_norm(torch.randn(2, 32).double(), None, None, 1e-6) is None
     assert steps.add_rms_norm(torch.randn(32, 2).T, None, None, 1e-6) is None
+    assert steps.add_rms_norm(torch.randn(2, 0), None, None, 1e-6) is None
     assert steps.add(torch.randn(2, 32), torch.randn(2, 32)) is None  # a float32 delta
-    q = torch.randn(1, 3, 2, 40).bfloat16()
-    cos, sin = _tables(1, 3, 40, seed=0)
-    w = torch.ones(2, 40)
-    assert steps.norm_rotate(q, w, w, cos, sin, 1e-6) is None
+    for dim in (41, 1040):
+        q = torch.randn(1, 3, 2, dim).bfloat16()
+        cos = sin = torch.ones(1, 3, 1, dim)
+        w = torch.ones(2, dim)
+        assert steps.norm_rotate(q, w, w, cos, sin, 1e-6) is None, dim
     cos, sin = _tables(1, 3, 64, seed=0)
     assert (
         steps.norm_rotate(
@@ -172,6 +195,24 @@ def test_inputs_it_does_not_take_are_refused(steps: Any) -> None:
         )
         is None
     )
+
+
+class _Counting:
+    """The C steps, counting the calls each method refused (returned ``None``)."""
+
+    def __init__(self, steps: Any) -> None:
+        self.steps, self.calls, self.refused = steps, 0, 0
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.steps, name)
+
+        def counted(*args: Any) -> Any:
+            out = method(*args)
+            self.calls += 1
+            self.refused += out is None
+            return out
+
+        return counted
 
 
 def _error(h: Any, exact: Any) -> float:
@@ -192,22 +233,27 @@ def _hidden(
     return lean, lean.last_hidden(rows, prefix, pad_id=0)
 
 
-@pytest.mark.parametrize("head_dim", [64, 80], ids=["head-64", "head-80"])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        {"hidden_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64},
+        {"hidden_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 80},
+        {"hidden_size": 200, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 72},
+        {"hidden_size": 72, "num_attention_heads": 3, "num_key_value_heads": 1, "head_dim": 24},
+    ],
+    ids=["head-64", "head-80", "width-200-head-72", "width-72-head-24"],
+)
 def test_the_bf16_forward_with_the_steps_is_as_close_to_float32_as_with_torch(
-    steps: Any, monkeypatch: pytest.MonkeyPatch, head_dim: int
+    steps: Any, monkeypatch: pytest.MonkeyPatch, shape: dict[str, int]
 ) -> None:
     """Norm weights that are not ones: with the C steps they stay unfolded (applied in the
     norm's pass, in float32) and the hidden states are no further from float32's than with
-    torch's steps (which fold them into the bf16 weights); head size 80, not a multiple of
-    32, included."""
+    torch's steps (which fold them into the bf16 weights). Every step runs in C, on head
+    sizes and widths that are not a multiple of 32 or 16 too."""
     from transformers import AutoModelForCausalLM
 
-    config = {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 3}
-    folder = cached_checkpoint(
-        {**config, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": head_dim},
-        dtype="bfloat16",
-        cache_dir=default_cache_dir(),
-    )
+    config = {"intermediate_size": 3 * shape["hidden_size"], "num_hidden_layers": 3, **shape}
+    folder = cached_checkpoint(config, dtype="bfloat16", cache_dir=default_cache_dir())
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.bfloat16).eval()
     g = _gen(5)
     with torch.no_grad():
@@ -217,13 +263,14 @@ def test_the_bf16_forward_with_the_steps_is_as_close_to_float32_as_with_torch(
     kernel_on = lambda: _cpu_attention.load_kernel()  # noqa: E731
     monkeypatch.setattr(_lean, "cpu_attention", kernel_on)
     _, exact = _hidden(model, monkeypatch, None, torch.float32)
-    with_c, ours = _hidden(model, monkeypatch, steps, torch.bfloat16)
+    counting = _Counting(steps)
+    with_c, ours = _hidden(model, monkeypatch, counting, torch.bfloat16)
+    assert counting.calls > 0 and counting.refused == 0, (counting.calls, counting.refused)
     with_torch, theirs = _hidden(model, monkeypatch, None, torch.bfloat16)
     assert with_c._layers[0].input_norm is not None  # unfolded with the C steps
     if with_torch.packed:
         assert with_torch._layers[0].input_norm is None  # folded with torch's
 
-    assert not torch.equal(ours, theirs)  # the steps ran
     assert _error(ours, exact) <= 1.25 * _error(theirs, exact) + 1e-3, (
         _error(ours, exact),
         _error(theirs, exact),
@@ -252,29 +299,30 @@ def test_the_forward_uses_the_steps_in_bf16_on_cpu_only(
         assert not rr._get_backend()._lean.cpu_steps  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize(
-    "shape",
-    [
-        {"hidden_size": 72, "intermediate_size": 200, "num_attention_heads": 3, "head_dim": 24},
-        {"hidden_size": 144, "intermediate_size": 432, "num_attention_heads": 2, "head_dim": 72},
-    ],
-    ids=["width-72-head-24", "width-144-head-72"],
-)
-def test_shapes_the_steps_refuse_fall_back_to_torch_per_step(
-    steps: Any, monkeypatch: pytest.MonkeyPatch, shape: dict[str, int]
+def test_a_head_size_the_steps_refuse_falls_back_to_torch_per_step(
+    steps: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A width or a head size that is not a multiple of 16: the
-    steps that refuse run in torch (with the norm weights unfolded), the others in C, and
-    the bf16 hidden states stay as close to float32 as with torch's steps throughout."""
+    """A head size over the C q/k step's 1024: that step runs in torch (with the norm
+    weights unfolded), the others in C, and the bf16 hidden states stay as close to
+    float32 as with torch's steps throughout."""
     from transformers import AutoModelForCausalLM
 
-    config = {"num_key_value_heads": 1, "num_hidden_layers": 2, **shape}
+    config = {
+        "hidden_size": 64,
+        "intermediate_size": 192,
+        "num_attention_heads": 1,
+        "num_key_value_heads": 1,
+        "num_hidden_layers": 2,
+        "head_dim": 1040,
+    }
     folder = cached_checkpoint(config, dtype="bfloat16", cache_dir=default_cache_dir())
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.bfloat16).eval()
     _, exact = _hidden(model, monkeypatch, None, torch.float32)
-    with_c, ours = _hidden(model, monkeypatch, steps, torch.bfloat16)
+    counting = _Counting(steps)
+    with_c, ours = _hidden(model, monkeypatch, counting, torch.bfloat16)
     _, theirs = _hidden(model, monkeypatch, None, torch.bfloat16)
     assert with_c.cpu_steps and with_c._layers[0].input_norm is not None
+    assert 0 < counting.refused < counting.calls, (counting.refused, counting.calls)
 
     assert bool(torch.isfinite(ours).all())
     assert _error(ours, exact) <= 1.25 * _error(theirs, exact) + 1e-3, (

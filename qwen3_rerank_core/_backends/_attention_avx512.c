@@ -14,7 +14,8 @@
  * Layout: keys are packed per (b, kv head) as pairs of head dimensions, Kp[t][j][2] =
  * K[j][2t .. 2t+1], so that one 64-byte load holds 16 keys' pair t; values as pairs of
  * keys, Vp[jp][c][2] = (V[2jp][c], V[2jp+1][c]). A work item is ROWS query rows of one
- * (b, h); the threads of an OpenMP team take items in turn.
+ * (b, h); the threads of an OpenMP team take items in turn. Any even head size d: where
+ * d is not a multiple of 16, the last vector of values and outputs is masked.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -130,22 +131,25 @@ static inline __attribute__((always_inline)) void score_blocks(const uint32_t *k
             _mm512_storeu_ps(o + i * N2 + 16 * x, _mm512_mul_ps(acc[x][i], scale));
 }
 
-/* Head dimensions c0 .. c0 + 16 * NV - 1 of ROWS rows' outputs: their bf16 softmax weights p
- * (row i at p + i * N2, pairs keys long) times the packed values vp, each row scaled by
- * inv[i], into out (row i at out + i * row_stride + c0; nr rows written). Inlined with a
- * constant NV (1 or 2 vectors), the loops over it unroll. */
+/* Head dimensions c0 .. c0 + 16 * NV - 1 of ROWS rows' outputs, of the last vector only
+ * the lanes in tail: their bf16 softmax weights p (row i at p + i * N2, pairs keys long)
+ * times the packed values vp, each row scaled by inv[i], into out (row i at out + i *
+ * row_stride + c0; nr rows written). Inlined with a constant NV (1 or 2 vectors), the loops
+ * over it unroll. */
 static inline __attribute__((always_inline)) void weigh_values(const uint32_t *vp, const bf16 *p,
                                                                int64_t N2, int64_t pairs, int64_t d,
                                                                int64_t c0, int64_t nr,
                                                                const float *inv, bf16 *out,
-                                                               int64_t row_stride, const int NV) {
+                                                               int64_t row_stride, const int NV,
+                                                               __mmask16 tail) {
     __m512 acc[ROWS][2];
     for (int64_t i = 0; i < ROWS; i++)
         for (int x = 0; x < NV; x++) acc[i][x] = _mm512_setzero_ps();
     for (int64_t jp = 0; jp < pairs; jp++) {
         const uint32_t *vrow = vp + jp * d + c0;
         __m512bh v[2];
-        for (int x = 0; x < NV; x++) v[x] = (__m512bh)_mm512_loadu_si512(vrow + 16 * x);
+        for (int x = 0; x < NV; x++)
+            v[x] = (__m512bh)_mm512_maskz_loadu_epi32(x == NV - 1 ? tail : 0xFFFF, vrow + 16 * x);
         for (int64_t i = 0; i < ROWS; i++) {
             __m512bh w = (__m512bh)_mm512_set1_epi32(((const int32_t *)(p + i * N2))[jp]);
             for (int x = 0; x < NV; x++) acc[i][x] = _mm512_dpbf16_ps(acc[i][x], w, v[x]);
@@ -154,7 +158,8 @@ static inline __attribute__((always_inline)) void weigh_values(const uint32_t *v
     for (int64_t i = 0; i < nr; i++) {
         bf16 *o = out + i * row_stride + c0;
         __m512 sc = _mm512_set1_ps(inv[i]);
-        for (int x = 0; x < NV; x++) store_bf16(o + 16 * x, _mm512_mul_ps(acc[i][x], sc));
+        for (int x = 0; x < NV; x++)
+            store_bf16_lanes(o + 16 * x, _mm512_mul_ps(acc[i][x], sc), x == NV - 1 ? tail : 0xFFFF);
     }
 }
 
@@ -210,12 +215,13 @@ static void item(job_t *j, int64_t b, int64_t h, int64_t r0, int64_t nr, float *
         }
         inv[i] = 1.0f / _mm512_reduce_add_ps(sum);
     }
-    /* weights x values, 32 head dimensions (two vectors) at a time, then the last 16 where
-     * d is an odd multiple of 16 */
-    const int64_t pairs = span / 2;
+    /* weights x values, 32 head dimensions (two vectors) at a time, then the last 2-30
+     * where d is not a multiple of 32 (the last vector's lanes masked where d % 16 != 0) */
+    const int64_t pairs = span / 2, stride = j->H * d;
     int64_t c0 = 0;
-    for (; c0 + 32 <= d; c0 += 32) weigh_values(vp, p, N2, pairs, d, c0, nr, inv, out, j->H * d, 2);
-    if (c0 < d) weigh_values(vp, p, N2, pairs, d, c0, nr, inv, out, j->H * d, 1);
+    for (; c0 + 32 <= d; c0 += 32) weigh_values(vp, p, N2, pairs, d, c0, nr, inv, out, stride, 2, 0xFFFF);
+    if (d - c0 > 16) weigh_values(vp, p, N2, pairs, d, c0, nr, inv, out, stride, 2, lanes(c0 + 16, d));
+    else if (c0 < d) weigh_values(vp, p, N2, pairs, d, c0, nr, inv, out, stride, 1, lanes(c0, d));
 }
 
 /* Both phases on the OpenMP team of the calling thread: linked against the libgomp that
@@ -257,7 +263,7 @@ int qwen3_rerank_attention_bf16(const bf16 *q, int64_t q_sb, int64_t q_sh, int64
                                 int64_t H, int64_t KV, int64_t rows, int64_t T, int64_t d,
                                 float scale, const int64_t *last, const int64_t *start,
                                 const int64_t *len, int ragged_q, int threads) {
-    if (d % 16 != 0 || H % KV != 0 || threads < 1) return 1;
+    if (d < 2 || d % 2 != 0 || H % KV != 0 || threads < 1) return 1;
     if ((start == NULL) != (len == NULL) || (ragged_q && !start)) return 1;
     job_t j;
     memset(&j, 0, sizeof j);

@@ -183,8 +183,7 @@ def load_kernel() -> CpuAttention:
     ``q``: ``(batch, heads, rows, head_dim)``; ``k``, ``v``: the rows' own keys and values,
     ``(batch, kv_heads, rows_kv, head_dim)``; ``past``: the prefix's ``(key, value)``,
     each ``(1, kv_heads, prefix, head_dim)``, or ``None``; all bf16 on the CPU, the head
-    dimension contiguous and a multiple of 16 (else ``attend`` returns ``None``: use
-    SDPA). ``seen``: ``None`` for causal attention of rows that follow the prefix
+    dimension contiguous and even (else ``attend`` returns ``None``: use SDPA). ``seen``: ``None`` for causal attention of rows that follow the prefix
     (``rows == rows_kv``), or, for one query a row (``rows == 1``), a ``(batch, 1, 1,
     prefix + rows_kv)`` mask that is ``True`` on the first keys of each row (the keys up
     to its last position). Returns ``(batch, rows, heads, head_dim)``, contiguous.
@@ -308,7 +307,7 @@ def _attend(
     ):
         return None
     heads, dim, kv_heads = q.shape[1], q.shape[3], k.shape[1]
-    if dim % 16 or heads % kv_heads or v.shape != k.shape:
+    if dim % 2 or heads % kv_heads or v.shape != k.shape:
         return None
     n_past = 0 if past is None else past[0].shape[2]
     for t in past or ():

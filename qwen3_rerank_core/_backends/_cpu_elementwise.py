@@ -10,9 +10,9 @@ call on an AMD EPYC Zen 4 VM (``docs/benchmarks.md``). The C functions beside th
 rounding to bf16. They run wherever that library does, with or without AMX (measured on an
 AMD EPYC Zen 4 only: the attention kernel alone stays off on AMX CPUs).
 
-Every method returns ``None`` for an input it does not take (another dtype or layout, a
-width or a head dimension that is not a multiple of 16), and the caller runs the torch
-steps instead.
+Every method returns ``None`` for an input it does not take (another dtype or layout, an
+odd head dimension or one over 1024), and the caller runs the torch steps instead. Widths
+and head dimensions that are not a multiple of 16 end in a masked partial vector.
 
 Example::
 
@@ -60,15 +60,15 @@ def _declare(lib: Any) -> None:
 
 
 def _stream_width(x: Any, delta: Any | None) -> int | None:
-    """The width of the residual stream ``x`` (float32, contiguous, on the CPU, a multiple
-    of 16 wide) where the C steps take it and ``delta`` (``None``, or bf16 of ``x``'s
+    """The width of the residual stream ``x`` (float32, contiguous, on the CPU) where the C
+    steps take it and ``delta`` (``None``, or bf16 of ``x``'s
     shape, contiguous), else ``None``."""
     import torch
 
     if x.dim() == 0 or not x.is_contiguous() or x.dtype != torch.float32:
         return None
     width = int(x.shape[-1])
-    if x.device.type != "cpu" or width == 0 or width % 16:
+    if x.device.type != "cpu" or width == 0:
         return None
     if delta is not None and (
         delta.dtype != torch.bfloat16 or delta.shape != x.shape or not delta.is_contiguous()
@@ -131,7 +131,7 @@ class CpuElementwise:
         if x.dim() != 4 or x.dtype != torch.bfloat16 or x.device.type != "cpu":
             return None
         batch, positions, heads, dim = (int(n) for n in x.shape)
-        if x.stride(-1) != 1 or dim % 16:
+        if x.stride(-1) != 1 or dim % 2:
             return None
         for t in (weight, swapped):
             if t.dtype != torch.float32 or t.shape != (heads, dim) or not t.is_contiguous():

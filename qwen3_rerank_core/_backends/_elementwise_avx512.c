@@ -18,51 +18,53 @@
 
 /* For each of T rows of n floats (x, row stride x_s): with delta (bf16, row stride d_s),
  * x += delta first, in place; then out = bf16(x * (1 / sqrt(mean(x^2) + eps)) * weight)
- * (weight: n floats, or NULL for none), out's row stride out_s. n: a multiple of 16.
- * Returns 0, or 1 when n is not a multiple of 16. */
+ * (weight: n floats, or NULL for none), out's row stride out_s. Any n >= 1 (a row's last
+ * partial vector in masked lanes). Returns 0, or 1 for arguments it does not take. */
 int qwen3_rerank_add_rms_norm(float *x, int64_t x_s, const bf16 *delta, int64_t d_s,
                               const float *weight, float eps, bf16 *out, int64_t out_s, int64_t T,
                               int64_t n, int threads) {
-    if (n % 16 != 0 || threads < 1) return 1;
+    if (n < 1 || threads < 1) return 1;
 #pragma omp parallel for num_threads(threads) schedule(static) if (T > 1)
     for (int64_t t = 0; t < T; t++) {
         float *row = x + t * x_s;
         __m512 squares = _mm512_setzero_ps();
         if (delta) {
             const bf16 *dr = delta + t * d_s;
-            for (int64_t c = 0; c < n; c += 16) {
-                __m512 v = _mm512_add_ps(_mm512_loadu_ps(row + c), load_bf16(dr + c));
-                _mm512_storeu_ps(row + c, v);
+            EACH_VECTOR(c, m, n, {
+                __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, row + c), load_bf16_lanes(dr + c, m));
+                _mm512_mask_storeu_ps(row + c, m, v);
                 squares = _mm512_fmadd_ps(v, v, squares);
-            }
+            });
         } else {
-            for (int64_t c = 0; c < n; c += 16) {
-                __m512 v = _mm512_loadu_ps(row + c);
+            EACH_VECTOR(c, m, n, {
+                __m512 v = _mm512_maskz_loadu_ps(m, row + c);
                 squares = _mm512_fmadd_ps(v, v, squares);
-            }
+            });
         }
         const __m512 inv =
             _mm512_set1_ps(1.0f / sqrtf(_mm512_reduce_add_ps(squares) / (float)n + eps));
         bf16 *o = out + t * out_s;
-        for (int64_t c = 0; c < n; c += 16) {
-            __m512 v = _mm512_mul_ps(_mm512_loadu_ps(row + c), inv);
-            if (weight) v = _mm512_mul_ps(v, _mm512_loadu_ps(weight + c));
-            store_bf16(o + c, v);
-        }
+        EACH_VECTOR(c, m, n, {
+            __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, row + c), inv);
+            if (weight) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, weight + c));
+            store_bf16_lanes(o + c, v, m);
+        });
     }
     return 0;
 }
 
-/* x += delta (float32 += bf16) for T rows of n, in place. Returns 0, or 1 (n % 16). */
+/* x += delta (float32 += bf16) for T rows of n (any n >= 1), in place. Returns 0, or 1. */
 int qwen3_rerank_add(float *x, int64_t x_s, const bf16 *delta, int64_t d_s, int64_t T,
                      int64_t n, int threads) {
-    if (n % 16 != 0 || threads < 1) return 1;
+    if (n < 1 || threads < 1) return 1;
 #pragma omp parallel for num_threads(threads) schedule(static) if (T > 1)
     for (int64_t t = 0; t < T; t++) {
         float *row = x + t * x_s;
         const bf16 *dr = delta + t * d_s;
-        for (int64_t c = 0; c < n; c += 16)
-            _mm512_storeu_ps(row + c, _mm512_add_ps(_mm512_loadu_ps(row + c), load_bf16(dr + c)));
+        EACH_VECTOR(c, m, n, {
+            __m512 sum = _mm512_add_ps(_mm512_maskz_loadu_ps(m, row + c), load_bf16_lanes(dr + c, m));
+            _mm512_mask_storeu_ps(row + c, m, sum);
+        });
     }
     return 0;
 }
@@ -75,13 +77,13 @@ int qwen3_rerank_add(float *x, int64_t x_s, const bf16 *delta, int64_t d_s, int6
  * with c ^ half the other half's element, cos and sin (signed: the first half negated)
  * the position's tables, float32 (strides cb (0: shared by the batch) and cs, the head
  * dimension contiguous), w the head's norm weight and ws the same with its halves swapped,
- * (heads, D) float32 contiguous. D: a multiple of 16, at most MAX_HEAD_DIM.
- * Returns 0, or 1 for a D it does not take. */
+ * (heads, D) float32 contiguous. D: even, at most MAX_HEAD_DIM (a row's last partial
+ * vector in masked lanes). Returns 0, or 1 for a D it does not take. */
 int qwen3_rerank_norm_rotate(const bf16 *x, int64_t xb, int64_t xs, int64_t xh, const float *cos,
                              const float *sin, int64_t cb, int64_t cs, const float *w,
                              const float *ws, float eps, bf16 *out, int64_t B, int64_t S,
                              int64_t heads, int64_t D, int threads) {
-    if (D % 16 != 0 || D > MAX_HEAD_DIM || threads < 1) return 1;
+    if (D < 2 || D % 2 != 0 || D > MAX_HEAD_DIM || threads < 1) return 1;
     const int64_t half = D / 2;
     const int whole_halves = half % 16 == 0;
 #pragma omp parallel for num_threads(threads) schedule(static) if (B * S > 1)
@@ -93,12 +95,12 @@ int qwen3_rerank_norm_rotate(const bf16 *x, int64_t xb, int64_t xs, int64_t xh, 
             const bf16 *xr = x + b * xb + s * xs + h * xh;
             const float *wr = w + h * D, *wsr = ws + h * D;
             __m512 squares = _mm512_setzero_ps();
-            for (int64_t c = 0; c < D; c += 16) {
-                __m512 e = load_bf16(xr + c);
+            EACH_VECTOR(c, m, D, {
+                __m512 e = load_bf16_lanes(xr + c, m);
                 _mm512_storeu_ps(v + c, e);
                 squares = _mm512_fmadd_ps(e, e, squares);
-            }
-            /* where a half is not whole vectors (D an odd multiple of 16), x with its halves
+            });
+            /* where a half is not whole vectors (D not a multiple of 32), x with its halves
              * swapped, as floats; else each vector's partner is read in place */
             if (!whole_halves) {
                 memcpy(swapped, v + half, (size_t)half * sizeof(float));
@@ -107,15 +109,17 @@ int qwen3_rerank_norm_rotate(const bf16 *x, int64_t xb, int64_t xs, int64_t xh, 
             const __m512 inv =
                 _mm512_set1_ps(1.0f / sqrtf(_mm512_reduce_add_ps(squares) / (float)D + eps));
             bf16 *o = out + (r * heads + h) * D;
-            for (int64_t c = 0; c < D; c += 16) {
-                __m512 rot_cos = _mm512_mul_ps(_mm512_loadu_ps(cr + c), _mm512_loadu_ps(wr + c));
-                __m512 rot_sin = _mm512_mul_ps(_mm512_loadu_ps(sr + c), _mm512_loadu_ps(wsr + c));
+            EACH_VECTOR(c, m, D, {
+                __m512 rot_cos = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, cr + c),
+                                               _mm512_maskz_loadu_ps(m, wr + c));
+                __m512 rot_sin = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, sr + c),
+                                               _mm512_maskz_loadu_ps(m, wsr + c));
                 __m512 e = _mm512_mul_ps(_mm512_loadu_ps(v + c), rot_cos);
                 const float *partner =
                     !whole_halves ? swapped + c : (c < half ? v + c + half : v + c - half);
-                e = _mm512_fmadd_ps(_mm512_loadu_ps(partner), rot_sin, e);
-                store_bf16(o + c, _mm512_mul_ps(e, inv));
-            }
+                e = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, partner), rot_sin, e);
+                store_bf16_lanes(o + c, _mm512_mul_ps(e, inv), m);
+            });
         }
     }
     return 0;
