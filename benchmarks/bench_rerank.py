@@ -250,12 +250,14 @@ def machine_info(device: str) -> dict[str, Any]:
 
 
 def matmul_flops(device: str, dtype: str) -> float:
-    """Best measured FLOP/s of a square matmul (8192 on GPU, 3072 on CPU)."""
+    """Best measured FLOP/s of a square matmul (8192 on GPU, 3072 on CPU). On a CPU where
+    a 3072 product would take over a second (bf16 emulated, at ~1 GFLOP/s: ten minutes for
+    the four products), a smaller square, so that one takes about half a second."""
     import torch
 
     dev = torch.device(device)
-    n = 8192 if dev.type == "cuda" else 3072
     tdtype = getattr(torch, dtype)
+    n = 8192 if dev.type == "cuda" else _cpu_matmul_size(torch, tdtype)
     a = torch.randn(n, n, device=dev).to(tdtype)
     b = torch.randn(n, n, device=dev).to(tdtype)
     reps = 20 if dev.type == "cuda" else 2
@@ -269,7 +271,53 @@ def matmul_flops(device: str, dtype: str) -> float:
         if dev.type == "cuda":
             torch.cuda.synchronize()
         best = min(best, (time.perf_counter() - start) / reps)
+    if n != 3072 and dev.type != "cuda":
+        logger.info("matmul rate (%s): a %d-square product (3072 would take too long)", dtype, n)
     return 2 * n**3 / best
+
+
+def _cpu_matmul_size(torch: Any, dtype: Any) -> int:
+    """The side of the square product :func:`matmul_flops` times on the CPU in ``dtype``
+    (:func:`matmul_side`, from a 512-square probe's rate)."""
+    probe = 512
+    a = torch.randn(probe, probe).to(dtype)
+    a @ a  # warm up
+    start = time.perf_counter()
+    a @ a
+    return matmul_side(2 * probe**3 / max(time.perf_counter() - start, 1e-9))
+
+
+def matmul_side(rate: float, largest: int = 3072, seconds: float = 0.5) -> int:
+    """``largest``, or, where a product of that side would take over ``2 * seconds`` at
+    ``rate`` FLOP/s, the largest power of two from 256 whose product takes at most
+    ``seconds``."""
+    if 2 * largest**3 / rate <= 2 * seconds:
+        return largest
+    side = 256
+    while side * 2 < largest and 2 * (side * 2) ** 3 / rate <= seconds:
+        side *= 2
+    return side
+
+
+def _native_bf16(device: str) -> bool:
+    """Whether ``device`` computes bf16 natively (a CPU: AVX-512 BF16 or AMX, as the
+    precision policy reads it; a GPU: ``torch.cuda.is_bf16_supported()``)."""
+    import torch
+
+    from qwen3_rerank_core._precision import cpu_computes_bf16
+
+    if device.startswith("cuda"):
+        return bool(torch.cuda.is_bf16_supported())
+    return cpu_computes_bf16(torch)
+
+
+def mfu_rates(device: str, rates: dict[str, float], native_bf16: bool) -> dict[str, float]:
+    """The rate each dtype's rows are measured against (MFU): the rate of that dtype,
+    except bf16 on a CPU that does not compute it natively, where emulated bf16 products
+    run at a hundredth of float32's: there the machine's real rate, float32's."""
+    if device == "cpu" and not native_bf16 and "bfloat16" in rates and "float32" in rates:
+        return {**rates, "bfloat16": rates["float32"]}
+    return dict(rates)
 
 
 # ------------------------------------------------------------------------ workers
@@ -380,9 +428,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     workloads = [(wl, t) for wl, t in workloads if wl.name not in CONCURRENCY]
     load_before = os.getloadavg()[0]
     # MFU of each row against the matmul rate of the dtype it computed in, measured here.
-    rates = {dt: matmul_flops(device, dt) for dt in ([dtype] if dtype else RATE_DTYPES)}
-    for dt, rate in rates.items():
+    measured = {dt: matmul_flops(device, dt) for dt in ([dtype] if dtype else RATE_DTYPES)}
+    for dt, rate in measured.items():
         logger.info("matmul rate (%s, %s): %.1f GFLOP/s", device, dt, rate / 1e9)
+    native_bf16 = _native_bf16(device)
+    rates = mfu_rates(device, measured, native_bf16)
     peak_flops = rates[dtype or "float32"]
 
     base_spec = {
@@ -537,7 +587,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "model_dir": str(model_dir),
         "non_embedding_params": n_params,
         "matmul_flops_per_s": peak_flops,
-        "matmul_flops_per_s_by_dtype": rates,
+        "matmul_flops_per_s_by_dtype": measured,
+        "mfu_flops_per_s_by_dtype": rates,
+        "native_bf16": native_bf16,
         "save_dtype": args.save_dtype,
         "warmup": args.warmup,
         "repeat": args.repeat,
@@ -759,7 +811,12 @@ def format_table(report: dict[str, Any], *, markdown: bool = False) -> str:
             ).items()
         )
         + " (MFU = 2 x non-embedding params x prompt tokens / time / the rate of the row's "
-        "dtype)",
+        "dtype"
+        + (
+            "; bf16 is not native on this CPU, so its rows against the float32 rate)"
+            if report.get("native_bf16") is False and report["device"] == "cpu"
+            else ")"
+        ),
         *workloads,
         "ours x = ours (defaults) docs/s / this row's docs/s; CPU s = CPU seconds of the "
         "worker's process tree in its best timed run, ours x (CPU) = this row's CPU s / ours' "

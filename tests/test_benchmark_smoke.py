@@ -159,6 +159,29 @@ def test_workloads_are_seeded(bench: Any, tiny_tokenizer: Any) -> None:
     assert all(200 <= n <= 350 for n in lengths), lengths
 
 
+@pytest.mark.parametrize(
+    ("rate", "side"), [(4e11, 3072), (1e13, 3072), (2e10, 1024), (1.3e9, 512), (1e7, 256)]
+)
+def test_the_matmul_rate_is_measured_on_a_product_that_takes_about_a_second_at_most(
+    bench: Any, rate: float, side: int
+) -> None:
+    """3072 where the CPU computes the dtype fast; a smaller square where it does not
+    (bf16 emulated at ~1 GFLOP/s: four 3072 products took ten minutes)."""
+    assert bench.matmul_side(rate) == side
+    assert side in (3072, 256) or 2 * side**3 / rate <= 0.5  # 256: the smallest it takes
+
+
+def test_bf16_rows_on_a_cpu_without_native_bf16_are_measured_against_float32(bench: Any) -> None:
+    rates = {"float32": 1.3e11, "bfloat16": 4e8}
+    assert bench.mfu_rates("cpu", rates, native_bf16=False) == {
+        "float32": 1.3e11,
+        "bfloat16": 1.3e11,
+    }
+    assert bench.mfu_rates("cpu", rates, native_bf16=True) == rates
+    assert bench.mfu_rates("cuda", rates, native_bf16=False) == rates
+    assert bench.mfu_rates("cpu", {"bfloat16": 4e8}, native_bf16=False) == {"bfloat16": 4e8}
+
+
 def test_cpu_matrix_and_quick_options(bench: Any) -> None:
     from checkpoints import CONFIGS, full_config, non_embedding_params
 
