@@ -402,6 +402,23 @@ def test_ragged_ab_scores_both_ways_alike_and_restores_the_threshold(
     assert shipped == _lean.RAGGED_MIN_PADDING
 
 
+def test_dtype_ab_times_both_dtypes_and_names_the_policys_choice() -> None:
+    import torch
+
+    from qwen3_rerank_core._precision import cpu_computes_bf16
+    from qwen3_rerank_core.testing import cached_checkpoint, default_cache_dir
+
+    module = _load_script("dtype_ab")
+    folder = cached_checkpoint(dtype="bfloat16", cache_dir=default_cache_dir())
+    result = module.compare(folder, "b", docs_scale=0.05, rounds=1)
+    assert set(result.seconds) == {"float32", "bfloat16"}
+    assert all(s > 0 for s in result.seconds.values())
+    assert result.documents >= 1
+    assert result.policy == ("bfloat16" if cpu_computes_bf16(torch) else "float32")
+    assert "dtype=None on CPU" in result.reason
+    assert result.speedup > 0 and result.faster in result.seconds
+
+
 def test_compile_ab_compares_eager_and_compiled_on_the_same_scores(
     tiny_reranker: Any, tiny_model_dir: Path
 ) -> None:
