@@ -814,7 +814,9 @@ def format_table(report: dict[str, Any], *, markdown: bool = False) -> str:
         "dtype"
         + (
             "; bf16 is not native on this CPU, so its rows against the float32 rate)"
-            if report.get("native_bf16") is False and report["device"] == "cpu"
+            if report.get("native_bf16") is False
+            and report["device"] == "cpu"
+            and "bfloat16" in report.get("matmul_flops_per_s_by_dtype", {})
             else ")"
         ),
         *workloads,
