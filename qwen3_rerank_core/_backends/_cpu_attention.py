@@ -183,10 +183,11 @@ def load_kernel() -> CpuAttention:
     ``q``: ``(batch, heads, rows, head_dim)``; ``k``, ``v``: the rows' own keys and values,
     ``(batch, kv_heads, rows_kv, head_dim)``; ``past``: the prefix's ``(key, value)``,
     each ``(1, kv_heads, prefix, head_dim)``, or ``None``; all bf16 on the CPU, the head
-    dimension contiguous and even (else ``attend`` returns ``None``: use SDPA). ``seen``: ``None`` for causal attention of rows that follow the prefix
-    (``rows == rows_kv``), or, for one query a row (``rows == 1``), a ``(batch, 1, 1,
-    prefix + rows_kv)`` mask that is ``True`` on the first keys of each row (the keys up
-    to its last position). Returns ``(batch, rows, heads, head_dim)``, contiguous.
+    dimension contiguous and even (else ``attend`` returns ``None``: use SDPA). ``seen``:
+    ``None`` for causal attention of rows that follow the prefix (``rows == rows_kv``), or,
+    for one query a row (``rows == 1``), a ``(batch, 1, 1, prefix + rows_kv)`` mask that is
+    ``True`` on the first keys of each row (the keys up to its last position). Returns
+    ``(batch, rows, heads, head_dim)``, contiguous.
 
     ``ragged``: ``(start, length)``, int64 ``(batch,)`` each: the rows' own tokens are packed
     one row after another (row ``b``: ``start[b] .. start[b] + length[b] - 1``), ``k`` and

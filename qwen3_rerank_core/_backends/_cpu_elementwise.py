@@ -61,8 +61,8 @@ def _declare(lib: Any) -> None:
 
 def _stream_width(x: Any, delta: Any | None) -> int | None:
     """The width of the residual stream ``x`` (float32, contiguous, on the CPU) where the C
-    steps take it and ``delta`` (``None``, or bf16 of ``x``'s
-    shape, contiguous), else ``None``."""
+    steps take it and ``delta`` (``None``, or bf16 of ``x``'s shape, contiguous), else
+    ``None``."""
     import torch
 
     if x.dim() == 0 or not x.is_contiguous() or x.dtype != torch.float32:
