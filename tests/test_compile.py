@@ -84,13 +84,16 @@ def test_compiled_bf16_is_as_close_to_the_fp32_recipe_as_eager() -> None:
         "head_dim": 64,
     }
     folder = cached_checkpoint(shape, dtype="bfloat16", cache_dir=default_cache_dir())
-    docs = _documents(24, seed=5, longest=2 * ATTENTION_CHUNK)
-    exact = OfficialRecipe(folder).score(QUERY, docs)
+    # Four calls of 24 documents: the mean deviation of one set of 24 is a draw (compiled
+    # against eager, sets 5-10 on an AVX2-only CPU: 0.83-1.41x, mean 1.12x).
+    sets = [_documents(24, seed=seed, longest=2 * ATTENTION_CHUNK) for seed in (5, 6, 7, 8)]
+    recipe = OfficialRecipe(folder)
+    exact = [p for docs in sets for p in recipe.score(QUERY, docs)]
     settings: dict[str, Any] = {"model": str(folder), "device": "cpu", "dtype": "bfloat16"}
     with Qwen3Reranker(**settings) as eager:
-        eager_scores = eager.score(QUERY, docs)
+        eager_scores = [p for docs in sets for p in eager.score(QUERY, docs)]
     with Qwen3Reranker(**settings, compile=True) as compiled:
-        got = compiled.score(QUERY, docs)
+        got = [p for docs in sets for p in compiled.score(QUERY, docs)]
         assert compiled._backend._lean.compiled  # type: ignore[union-attr]
     eager_dev = [abs(x - y) for x, y in zip(eager_scores, exact, strict=True)]
     dev = [abs(x - y) for x, y in zip(got, exact, strict=True)]
