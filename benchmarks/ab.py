@@ -14,13 +14,30 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 
 
-def add_arguments(p: argparse.ArgumentParser, *, rounds: int) -> None:
-    """The options every A/B script takes."""
+def parse_args(
+    doc: str | None, *, rounds: int, workload: str | None = None, save_dtypes: tuple[str, ...] = ()
+) -> argparse.Namespace:
+    """The command line of an A/B script (``doc``: its docstring, whose first paragraph
+    describes it): the options every one takes, ``rounds`` timed rounds by default,
+    ``--workload`` where ``workload`` (its default) is given, ``--save-dtype`` limited to
+    ``save_dtypes`` where given."""
+    p = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
     p.add_argument("--config", default="8x512")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--docs-scale", type=float, default=0.3)
     p.add_argument("--rounds", type=int, default=rounds)
-    p.add_argument("--save-dtype", default="bfloat16", help="the checkpoint's saved dtype")
+    p.add_argument(
+        "--save-dtype",
+        default="bfloat16",
+        choices=save_dtypes or None,
+        help="the checkpoint's saved dtype",
+    )
+    if workload is not None:
+        p.add_argument("--workload", default=workload)
+    args = p.parse_args()
+    if args.rounds < 1:
+        p.error(f"--rounds must be at least 1, got {args.rounds}")
+    return args
 
 
 def checkpoint(args: argparse.Namespace) -> Path:

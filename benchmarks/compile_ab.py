@@ -10,7 +10,6 @@ score difference are printed. Example::
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import dataclass
@@ -58,11 +57,7 @@ def compare(
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ab.add_arguments(p, rounds=7)
-    args = p.parse_args()
-    if args.rounds < 1:
-        p.error(f"--rounds must be at least 1, got {args.rounds}")
+    args = ab.parse_args(__doc__, rounds=7)
 
     from qwen3_rerank_core import Qwen3Reranker
 

@@ -13,7 +13,6 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,14 +76,8 @@ def compare(folder: Path, workload: str, docs_scale: float, rounds: int) -> Comp
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ab.add_arguments(p, rounds=3)
-    p.add_argument("--workload", default="a")
-    args = p.parse_args()
-    if args.rounds < 1:
-        p.error(f"--rounds must be at least 1, got {args.rounds}")
-    if args.save_dtype != "bfloat16":
-        p.error(f"--save-dtype must be bfloat16 here (the policy's case), got {args.save_dtype}")
+    # bf16-saved only: the policy's case (a float32-saved checkpoint stays float32)
+    args = ab.parse_args(__doc__, rounds=3, workload="a", save_dtypes=("bfloat16",))
 
     result = compare(ab.checkpoint(args), args.workload, args.docs_scale, args.rounds)
     n = result.documents

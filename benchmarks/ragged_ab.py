@@ -11,7 +11,6 @@ the largest score difference are printed. Example::
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,12 +55,7 @@ def compare(backend: Any, groups: list[tuple[str, list[str]]], rounds: int) -> C
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ab.add_arguments(p, rounds=5)
-    p.add_argument("--workload", default="b")
-    args = p.parse_args()
-    if args.rounds < 1:
-        p.error(f"--rounds must be at least 1, got {args.rounds}")
+    args = ab.parse_args(__doc__, rounds=5, workload="b")
 
     from qwen3_rerank_core import Qwen3Reranker
 
