@@ -304,11 +304,10 @@ def _native_bf16(device: str) -> bool:
     precision policy reads it; a GPU: ``torch.cuda.is_bf16_supported()``)."""
     import torch
 
-    from qwen3_rerank_core._precision import cpu_computes_bf16
+    from qwen3_rerank_core._precision import hardware_of
 
-    if device.startswith("cuda"):
-        return bool(torch.cuda.is_bf16_supported())
-    return cpu_computes_bf16(torch)
+    hardware = hardware_of(torch, torch.device(device).type)
+    return hardware.cuda_bf16 or hardware.cpu_bf16
 
 
 def mfu_rates(device: str, rates: dict[str, float], native_bf16: bool) -> dict[str, float]:

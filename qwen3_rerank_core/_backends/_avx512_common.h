@@ -8,12 +8,6 @@
 
 typedef uint16_t bf16;
 
-/* 16 bf16 widened to float32 (exact). */
-static inline __m512 load_bf16(const bf16 *p) {
-    __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
-}
-
 /* 16 float32 rounded to bf16 (to nearest even). */
 static inline void store_bf16(bf16 *p, __m512 x) {
     _mm256_storeu_si256((__m256i *)p, (__m256i)_mm512_cvtneps_pbh(x));
@@ -40,7 +34,8 @@ static inline __mmask16 lanes(int64_t c, int64_t n) {
         }                                                                                   \
     } while (0)
 
-/* The first lanes of 16 bf16 widened to float32, the rest 0 (nothing read past them). */
+/* The first lanes of 16 bf16 widened to float32 (exact), the rest 0 (nothing read past
+ * them). */
 static inline __m512 load_bf16_lanes(const bf16 *p, __mmask16 m) {
     __m512i wide = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p));
     return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
