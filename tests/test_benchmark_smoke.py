@@ -195,6 +195,24 @@ def test_cpu_matrix_and_quick_options(bench: Any) -> None:
     explicit = bench.parse_args(["--config", "mid,8x512", "--quick", "--repeat", "5"])
     assert explicit.config_list == ["mid", "8x512"] and explicit.repeat == 5
     assert "vllm-default" in bench.parse_args([]).contender_list
+    assert {"recipe", "recipe-fp32"} <= set(bench.parse_args([]).contender_list)
+
+
+@pytest.mark.parametrize(
+    ("argv", "want"),
+    [
+        (["--contenders", "ours,st"], ["recipe-fp32", "ours", "st"]),
+        (["--contenders", "recipe,ours"], ["recipe-fp32", "recipe", "ours"]),
+        (["--dtype", "float32", "--contenders", "ours"], ["recipe", "ours"]),
+        (["--dtype", "bfloat16", "--contenders", "st,recipe"], ["st", "recipe"]),
+    ],
+)
+def test_the_reference_of_the_deviations_always_runs(
+    bench: Any, argv: list[str], want: list[str]
+) -> None:
+    """At defaults the float32 recipe is the reference and the bf16 recipe runs only when
+    listed; pinned to a dtype, the recipe is the reference."""
+    assert bench.parse_args(argv).contender_list == want
     with pytest.raises(SystemExit, match="nope"):
         bench.parse_args(["--config", "mid,nope"])
     shaped = bench.parse_args(["--config", "mid,6x768-kv4,mid"])
