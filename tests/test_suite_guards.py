@@ -4,22 +4,29 @@
 ``timeout``, ``timeout_method = "thread"``), a test that hangs and a worker that crashes
 both fail the run within seconds instead of at CI's time limit.
 
-Each case runs pytest in a subprocess on a test file written here, with the repository's
-``pyproject.toml`` as its configuration (only the timeout shortened).
+Each case runs pytest in a subprocess (``pytester``) on a test file written here, with the
+repository's ``pyproject.toml`` as its configuration and the options read from
+``scripts/test.sh`` (the hanging case shortens the timeout).
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
+import re
+import shlex
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-#: The options scripts/test.sh gives the main pytest run.
-CI_OPTIONS = ["-n", "2", "--dist", "loadscope", "--max-worker-restart=0"]
+
+
+def _ci_options() -> list[str]:
+    """The options scripts/test.sh gives the main pytest run (read from the script, so
+    these tests check what CI runs)."""
+    script = (REPO / "scripts" / "test.sh").read_text()
+    found = re.search(r'^\.venv/bin/python -m pytest (.*) "\$@"$', script, re.MULTILINE)
+    assert found, "scripts/test.sh: no main pytest command"
+    return shlex.split(found[1])
 
 
 def _pytest_config() -> dict[str, object]:
@@ -29,29 +36,27 @@ def _pytest_config() -> dict[str, object]:
     return config
 
 
-def _run(folder: Path, body: str, *options: str) -> tuple[int, str, float]:
-    """Run pytest on a test file holding ``body``, in ``folder``, with the repository's
-    configuration, the CI options and ``options``; ``(exit code, output, seconds)``."""
-    (folder / "test_guarded.py").write_text(body)
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
+def _run(pytester: pytest.Pytester, body: str, *options: str) -> pytest.RunResult:
+    """Run pytest in a subprocess on a test file holding ``body``, with the repository's
+    configuration, CI's options and ``options``."""
+    pytester.makepyfile(test_guarded=body)
+    return pytester.runpytest_subprocess(
         "-c",
         str(REPO / "pyproject.toml"),
         "--rootdir",
-        str(folder),
+        str(pytester.path),
         "-p",
         "no:cacheprovider",
-        *CI_OPTIONS,
+        *_ci_options(),
         *options,
-        str(folder / "test_guarded.py"),
-    ]
-    start = time.monotonic()
-    done = subprocess.run(
-        command, cwd=folder, capture_output=True, text=True, timeout=240, check=False
+        timeout=240,
     )
-    return done.returncode, done.stdout + done.stderr, time.monotonic() - start
+
+
+def test_ci_runs_two_workers_that_are_never_restarted() -> None:
+    options = _ci_options()
+    assert "--max-worker-restart=0" in options
+    assert options[options.index("-n") + 1] == "2"
 
 
 def test_the_configuration_bounds_every_test() -> None:
@@ -60,29 +65,31 @@ def test_the_configuration_bounds_every_test() -> None:
     assert 60 <= int(str(config["timeout"])) <= 1800
 
 
-def test_a_hanging_test_fails_the_run_soon(tmp_path: Path) -> None:
+def test_a_hanging_test_fails_the_run_soon(pytester: pytest.Pytester) -> None:
     body = (
         "import time\n\n"
         "def test_hangs():\n    time.sleep(600)\n\n"
         "def test_fine():\n    assert 1 + 1 == 2\n"
     )
-    code, output, seconds = _run(tmp_path, body, "-o", "timeout=3")
-    assert code != 0, output
+    result = _run(pytester, body, "-o", "timeout=3")
+    output = str(result.stdout) + str(result.stderr)
+    assert result.ret != 0, output
     assert "timeout method: thread" in output, output
     # The thread method dumps the stacks (to the worker's stderr, which xdist does not
     # relay) and ends the worker's process: the run reports which test it was running.
     assert "crashed while running 'test_guarded.py::test_hangs'" in output, output
-    assert seconds < 120, f"{seconds:.0f} s:\n{output}"
+    assert result.duration < 120, f"{result.duration:.0f} s:\n{output}"
 
 
 @pytest.mark.parametrize("crash", ["os.abort()", "os.kill(os.getpid(), signal.SIGSEGV)"])
-def test_a_crashing_worker_fails_the_run_soon(tmp_path: Path, crash: str) -> None:
+def test_a_crashing_worker_fails_the_run_soon(pytester: pytest.Pytester, crash: str) -> None:
     body = (
         "import os, signal\n\n"
         f"def test_crashes():\n    {crash}\n\n"
         "def test_fine():\n    assert 1 + 1 == 2\n"
     )
-    code, output, seconds = _run(tmp_path, body)
-    assert code != 0, output
+    result = _run(pytester, body)
+    output = str(result.stdout) + str(result.stderr)
+    assert result.ret != 0, output
     assert "crashed while running 'test_guarded.py::test_crashes'" in output, output
-    assert seconds < 120, f"{seconds:.0f} s:\n{output}"
+    assert result.duration < 120, f"{result.duration:.0f} s:\n{output}"
