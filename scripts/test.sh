@@ -44,10 +44,13 @@ echo "==> pytest (newest dependencies, 2 workers)"
 # Two pytest-xdist workers, each test module on one worker (its module-scoped fixtures, the
 # vLLM servers among them, start once): 519 s against 991 s in one process on the 2-core
 # machine (2026-12-06), much of the suite being waits on subprocesses and servers.
+# --no-loadscope-reorder: the modules go out in conftest.py's order, the slow ones (marked
+# slow or vllm) first, not xdist's (most tests first), which left the few-test vLLM modules
+# to the end, one worker finishing them alone.
 # --max-worker-restart=0: a worker that crashes (a segfault, an illegal instruction) fails
 # the run at once; with restarts, --dist loadscope hung after one (seen 2026-12-07, and
 # with a test that calls os.abort()), which CI would only end at its time limit.
-.venv/bin/python -m pytest -n 2 --dist loadscope --max-worker-restart=0 "$@"
+.venv/bin/python -m pytest -n 2 --dist loadscope --no-loadscope-reorder --max-worker-restart=0 "$@"
 if ! skip QWEN3_RERANK_SKIP_WHEELS; then
   echo "==> wheels (scripts/test_wheels.sh)"
   bash scripts/test_wheels.sh

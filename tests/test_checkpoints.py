@@ -32,6 +32,8 @@ from qwen3_rerank_core._checkpoint import (
 from qwen3_rerank_core._cli import main as cli_main
 from qwen3_rerank_core._config import RerankConfig
 
+pytestmark = pytest.mark.slow  # scheduled first on CI's workers (conftest.py)
+
 FIXTURE_CACHE = Path(__file__).resolve().parent.parent / ".cache" / "fixtures"
 TOL = 1e-5
 MAX_LENGTH = 96  # the long documents below are cut

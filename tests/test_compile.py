@@ -24,6 +24,8 @@ from qwen3_rerank_core._backends import _lean_ops, _transformers
 from qwen3_rerank_core._backends._lean import ATTENTION_CHUNK
 from qwen3_rerank_core.testing import cached_checkpoint, default_cache_dir
 
+pytestmark = pytest.mark.slow  # scheduled first on CI's workers (conftest.py)
+
 QUERY = "Which city is the capital of China?"
 
 

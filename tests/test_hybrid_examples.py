@@ -24,6 +24,8 @@ import pytest
 
 from qwen3_rerank_core import Qwen3Reranker
 
+pytestmark = pytest.mark.slow  # scheduled first on CI's workers (conftest.py)
+
 pytest.importorskip("transformers")
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

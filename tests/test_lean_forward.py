@@ -24,7 +24,8 @@ from qwen3_rerank_core.pytest_plugin import SAMPLE_QUERY, SAMPLE_TEXTS
 from qwen3_rerank_core.testing import cached_checkpoint, cached_seq_cls_checkpoint
 
 torch = pytest.importorskip("torch")
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+# slow: scheduled first on CI's workers (conftest.py)
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
 
 TOL = 1e-5
 

@@ -24,6 +24,8 @@ from qwen3_rerank_core import ModelLoadError, Qwen3Reranker
 from qwen3_rerank_core import offline as offline_mod
 from qwen3_rerank_core.offline import HubUnreachableError, check_hub
 
+pytestmark = pytest.mark.slow  # scheduled first on CI's workers (conftest.py)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_CACHE = REPO_ROOT / ".cache" / "fixtures"
 HUB_ID = "Qwen/Qwen3-Reranker-0.6B"

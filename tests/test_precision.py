@@ -31,6 +31,8 @@ from qwen3_rerank_core._precision import (
 )
 from qwen3_rerank_core.testing import cached_checkpoint, default_cache_dir
 
+pytestmark = pytest.mark.slow  # scheduled first on CI's workers (conftest.py)
+
 #: Largest |p(bf16) - p(fp32 recipe)| accepted on these random-weight shapes (initialised
 #: at 0.3, which makes scores far more sensitive than a trained model's), whatever the
 #: model card's own bf16 run gives (measured on 48 documents: ours 0.016-0.080, the card's

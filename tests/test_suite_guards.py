@@ -2,7 +2,8 @@
 (``scripts/test.sh``: two pytest-xdist workers, ``--dist loadscope``,
 ``--max-worker-restart=0``) and this repository's pytest configuration (a per-test
 ``timeout``, ``timeout_method = "thread"``), a test that hangs and a worker that crashes
-both fail the run within seconds instead of at CI's time limit.
+both fail the run within seconds instead of at CI's time limit; and the slow modules go
+out to the workers first (conftest.py), so none is left to the end for one worker alone.
 
 Each case runs pytest in a subprocess (``pytester``) on a test file written here, with the
 repository's ``pyproject.toml`` as its configuration and the options read from
@@ -93,3 +94,36 @@ def test_a_crashing_worker_fails_the_run_soon(pytester: pytest.Pytester, crash: 
     assert result.ret != 0, output
     assert "crashed while running 'test_guarded.py::test_crashes'" in output, output
     assert result.duration < 120, f"{result.duration:.0f} s:\n{output}"
+
+
+def test_slow_modules_go_out_first_in_conftest_order(pytester: pytest.Pytester) -> None:
+    """The repository's conftest.py puts the modules marked ``slow`` or ``vllm`` first (most
+    tests first within each group, each module's tests in their order), and CI keeps that
+    order (``--no-loadscope-reorder``), so no minute-long module is left to the end."""
+    assert "--no-loadscope-reorder" in _ci_options()
+    pytester.makeconftest((REPO / "conftest.py").read_text())
+    plain = "def test_{0}1():\n    pass\n\ndef test_{0}2():\n    pass\n"
+    pytester.makepyfile(
+        test_a=plain.format("a"),
+        test_b="import pytest\n\npytestmark = pytest.mark.slow\n\ndef test_b():\n    pass\n",
+        test_c=(
+            "import pytest\n\ndef test_c1():\n    pass\n\n"
+            "@pytest.mark.vllm\ndef test_c2():\n    pass\n\ndef test_c3():\n    pass\n"
+        ),
+        test_d=plain.format("d") + "\ndef test_d3():\n    pass\n",
+        test_e="def test_e():\n    pass\n",
+    )
+    result = pytester.runpytest_subprocess(
+        "-c", str(REPO / "pyproject.toml"), "--rootdir", str(pytester.path),
+        "-p", "no:cacheprovider", "--collect-only", "-q", timeout=240,
+    )  # fmt: skip
+    output = str(result.stdout)
+    assert result.ret == 0, output + str(result.stderr)
+    collected = [line.split("::")[1] for line in result.stdout.lines if "::" in line]
+    assert collected == [
+        *("test_c1", "test_c2", "test_c3"),  # slow (a vllm test), 3 tests
+        "test_b",  # slow, 1 test
+        *("test_d1", "test_d2", "test_d3"),
+        *("test_a1", "test_a2"),
+        "test_e",
+    ], output
