@@ -16,23 +16,54 @@ if [ "${CI:-}" = "true" ]; then
     if skip "$var"; then echo "$var=1 is not allowed under CI=true: CI runs everything" >&2; exit 1; fi
   done
 fi
+# Background jobs (set-ups that mostly download, checks that need one core): each writes
+# its own log, printed when the job is awaited; a failed job fails the run, named. Each
+# runs in a session of its own (setsid, util-linux), so stop_bg can end its children too.
+declare -A BG_PID BG_LOG
+start_bg() {
+  local name=$1
+  shift
+  BG_LOG[$name]=$(mktemp)
+  setsid --wait "$@" > "${BG_LOG[$name]}" 2>&1 &
+  BG_PID[$name]=$!
+}
+finish_bg() {
+  local name=$1 rc=0
+  [ -n "${BG_PID[$name]:-}" ] || return 0
+  wait "${BG_PID[$name]}" || rc=$?
+  unset "BG_PID[$name]"  # awaited: stop_bg must not signal its (reusable) id
+  quiet < "${BG_LOG[$name]}"
+  if [ "$rc" -ne 0 ]; then
+    echo "$name failed (exit $rc)" >&2
+    exit 1
+  fi
+  echo "==> [${SECONDS} s] $name done"
+}
+# A failing step ends the run: stop the background jobs with it (their whole sessions).
+stop_bg() {
+  local pid
+  for pid in "${BG_PID[@]}"; do
+    kill -TERM -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
+  done
+}
+trap stop_bg EXIT
 bash scripts/setup_env.sh \
   -e ".[transformers,test,bench]" \
   -e "integrations/llama-index-postprocessor-qwen3-rerank[test]" \
   -e "integrations/langchain-qwen3-rerank[test]" 2>&1 | quiet
-# The oldest-dependencies venv installs in the background (mostly downloads) while the
-# browser and vLLM set-ups run (not during setup_env.sh: both build editable installs in
-# the tree); it is reused while constraints-oldest.txt and the pyproject files are unchanged.
+echo "==> [${SECONDS} s] .venv ready"
+# The other set-ups run side by side, in the background, while ruff and mypy run here: they
+# are mostly downloads (apt-get, pip). Not during setup_env.sh: the vLLM and oldest venvs
+# build editable installs in the tree, as setup_env.sh does. The oldest venv is reused while
+# constraints-oldest.txt and the pyproject files' dependencies are unchanged.
 if ! skip QWEN3_RERANK_SKIP_OLDEST; then
-  OLDEST_LOG=$(mktemp)
-  bash scripts/setup_oldest_env.sh > "$OLDEST_LOG" 2>&1 &
-  OLDEST_PID=$!
+  start_bg "scripts/setup_oldest_env.sh" bash scripts/setup_oldest_env.sh
 fi
 if ! skip QWEN3_RERANK_SKIP_BROWSER; then
-  bash scripts/setup_browser.sh 2>&1 | quiet
+  start_bg "scripts/setup_browser.sh" bash scripts/setup_browser.sh
 fi
 if ! skip QWEN3_RERANK_SKIP_VLLM; then
-  bash scripts/setup_vllm_venv.sh 2>&1 | quiet
+  start_bg "scripts/setup_vllm_venv.sh" bash scripts/setup_vllm_venv.sh
 fi
 echo "==> ruff"
 .venv/bin/ruff check .
@@ -40,6 +71,9 @@ echo "==> ruff"
 echo "==> mypy (strict on qwen3_rerank_core)"
 .venv/bin/mypy
 .venv/bin/mypy -p llama_index.postprocessor.qwen3_rerank -p langchain_qwen3_rerank
+echo "==> [${SECONDS} s] ruff and mypy passed"
+finish_bg "scripts/setup_browser.sh"
+finish_bg "scripts/setup_vllm_venv.sh"
 echo "==> pytest (newest dependencies, 2 workers)"
 # Two pytest-xdist workers, each test module on one worker (its module-scoped fixtures, the
 # vLLM servers among them, start once): 519 s against 991 s in one process on the 2-core
@@ -51,22 +85,20 @@ echo "==> pytest (newest dependencies, 2 workers)"
 # the run at once; with restarts, --dist loadscope hung after one (seen 2026-12-07, and
 # with a test that calls os.abort()), which CI would only end at its time limit.
 .venv/bin/python -m pytest -n 2 --dist loadscope --no-loadscope-reorder --max-worker-restart=0 "$@"
+echo "==> [${SECONDS} s] pytest passed"
+# The wheel smoke test (mostly builds and pip installs, one core) beside the oldest pass.
 if ! skip QWEN3_RERANK_SKIP_WHEELS; then
-  echo "==> wheels (scripts/test_wheels.sh)"
-  bash scripts/test_wheels.sh
+  echo "==> wheels (scripts/test_wheels.sh, in the background)"
+  start_bg "scripts/test_wheels.sh" bash scripts/test_wheels.sh
 fi
 if ! skip QWEN3_RERANK_SKIP_OLDEST; then
+  finish_bg "scripts/setup_oldest_env.sh"
   echo "==> oldest supported dependencies (.venv-oldest)"
-  if ! wait "$OLDEST_PID"; then
-    quiet < "$OLDEST_LOG"
-    echo "scripts/setup_oldest_env.sh failed" >&2
-    exit 1
-  fi
-  quiet < "$OLDEST_LOG"
   # test_langchain_qwen3_rerank.py needs langchain-classic, which needs langchain-core>=1.0.
   QWEN3_RERANK_OLDEST=1 .venv-oldest/bin/python -m pytest \
     tests/test_parity.py tests/test_remote_unit.py tests/test_packaging.py tests/test_deprecations.py \
     integrations \
     --ignore=integrations/langchain-qwen3-rerank/tests/test_langchain_qwen3_rerank.py
 fi
+finish_bg "scripts/test_wheels.sh"
 echo "==> all passed (${SECONDS} s)"
