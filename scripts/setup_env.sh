@@ -17,5 +17,6 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
 fi
 if [ "$#" -gt 0 ]; then
   echo "==> installing $*"
-  .venv/bin/pip install -q "$@"
+  # Holding the tree's install lock: other set-ups may be installing this tree beside it.
+  bash scripts/editable_lock.sh .venv/bin/pip install -q "$@"
 fi

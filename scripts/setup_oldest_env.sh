@@ -25,7 +25,8 @@ rm -rf "$VENV"
 echo "==> creating $VENV with $($PYTHON --version) and the oldest supported dependencies"
 "$PYTHON" -m venv "$VENV"
 # -c pins the oldest versions; pip fails if a pyproject.toml range excludes one of them.
-"$VENV/bin/pip" install -q -c constraints-oldest.txt \
+# Holding the tree's install lock (scripts/test.sh runs the set-ups side by side).
+bash scripts/editable_lock.sh "$VENV/bin/pip" install -q -c constraints-oldest.txt \
   -e ".[transformers]" \
   -e integrations/llama-index-postprocessor-qwen3-rerank \
   -e integrations/langchain-qwen3-rerank \

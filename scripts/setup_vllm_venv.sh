@@ -47,7 +47,8 @@ PIP=("$PY" -m pip install --disable-pip-version-check)
 "$PY" -m pip uninstall -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
 # The in-process backend test imports qwen3_rerank_core inside this venv.
 "${PIP[@]}" httpx
-"${PIP[@]}" --no-deps -e "$REPO"
+# Holding the tree's install lock (scripts/test.sh runs the set-ups side by side).
+bash "$REPO/scripts/editable_lock.sh" "${PIP[@]}" --no-deps -e "$REPO"
 
 if venv_ok; then
     echo "setup_vllm_venv: $VENV ready"

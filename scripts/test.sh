@@ -47,23 +47,24 @@ stop_bg() {
   done
 }
 trap stop_bg EXIT
-bash scripts/setup_env.sh \
-  -e ".[transformers,test,bench]" \
-  -e "integrations/llama-index-postprocessor-qwen3-rerank[test]" \
-  -e "integrations/langchain-qwen3-rerank[test]" 2>&1 | quiet
-echo "==> [${SECONDS} s] .venv ready"
-# The other set-ups run side by side, in the background, while ruff and mypy run here: they
-# are mostly downloads (apt-get, pip). Not during setup_env.sh: the vLLM and oldest venvs
-# build editable installs in the tree, as setup_env.sh does. The oldest venv is reused while
-# constraints-oldest.txt and the pyproject files' dependencies are unchanged.
-if ! skip QWEN3_RERANK_SKIP_OLDEST; then
-  start_bg "scripts/setup_oldest_env.sh" bash scripts/setup_oldest_env.sh
-fi
+# The set-ups run side by side, mostly downloads (apt-get, pip): the browser's and the vLLM
+# venv's in the background from the start, .venv here, then the oldest-dependencies venv in
+# the background while ruff and mypy run. Their editable installs of this tree take turns
+# (scripts/editable_lock.sh); .venv's comes first, the oldest venv's (one long pip command
+# holding the lock) after it. The vLLM and oldest venvs are reused when up to date.
 if ! skip QWEN3_RERANK_SKIP_BROWSER; then
   start_bg "scripts/setup_browser.sh" bash scripts/setup_browser.sh
 fi
 if ! skip QWEN3_RERANK_SKIP_VLLM; then
   start_bg "scripts/setup_vllm_venv.sh" bash scripts/setup_vllm_venv.sh
+fi
+bash scripts/setup_env.sh \
+  -e ".[transformers,test,bench]" \
+  -e "integrations/llama-index-postprocessor-qwen3-rerank[test]" \
+  -e "integrations/langchain-qwen3-rerank[test]" 2>&1 | quiet
+echo "==> [${SECONDS} s] .venv ready"
+if ! skip QWEN3_RERANK_SKIP_OLDEST; then
+  start_bg "scripts/setup_oldest_env.sh" bash scripts/setup_oldest_env.sh
 fi
 echo "==> ruff"
 .venv/bin/ruff check .
@@ -86,13 +87,14 @@ echo "==> pytest (newest dependencies, 2 workers)"
 # with a test that calls os.abort()), which CI would only end at its time limit.
 .venv/bin/python -m pytest -n 2 --dist loadscope --no-loadscope-reorder --max-worker-restart=0 "$@"
 echo "==> [${SECONDS} s] pytest passed"
-# The wheel smoke test (mostly builds and pip installs, one core) beside the oldest pass.
+# The wheel smoke test (mostly builds and pip installs, one core) beside the oldest pass; the
+# oldest venv is awaited first (the wheels are built in the tree, as its editable installs).
+finish_bg "scripts/setup_oldest_env.sh"
 if ! skip QWEN3_RERANK_SKIP_WHEELS; then
   echo "==> wheels (scripts/test_wheels.sh, in the background)"
   start_bg "scripts/test_wheels.sh" bash scripts/test_wheels.sh
 fi
 if ! skip QWEN3_RERANK_SKIP_OLDEST; then
-  finish_bg "scripts/setup_oldest_env.sh"
   echo "==> oldest supported dependencies (.venv-oldest)"
   # test_langchain_qwen3_rerank.py needs langchain-classic, which needs langchain-core>=1.0.
   QWEN3_RERANK_OLDEST=1 .venv-oldest/bin/python -m pytest \
