@@ -31,7 +31,8 @@ the same arithmetic (RMSNorm in float32, rotary embedding from the model's own
   and attention staying opaque operators;
 - on CPU, every projection runs on oneDNN with its weight packed once at load
   (:func:`onednn_available`; 1.08-1.59x the FLOP/s of the default BLAS on the
-  shapes measured in ``docs/benchmarks.md``). The packed copies replace the
+  shapes measured in ``docs/benchmarks.md`` on an AVX-512 CPU, but 0.78-1.10x in
+  float32 on an AVX2-only one, measured there too). The packed copies replace the
   modules' weights, which are released, so no weight is stored twice; the
   transformers modules are then empty. Elsewhere (CUDA, MPS, a torch without
   oneDNN) the modules' weights become views of the fused matrices and keep working.
