@@ -37,10 +37,9 @@ def _pytest_config() -> dict[str, object]:
     return config
 
 
-def _run(pytester: pytest.Pytester, body: str, *options: str) -> pytest.RunResult:
-    """Run pytest in a subprocess on a test file holding ``body``, with the repository's
-    configuration, CI's options and ``options``."""
-    pytester.makepyfile(test_guarded=body)
+def _pytest(pytester: pytest.Pytester, *options: str) -> pytest.RunResult:
+    """Run pytest in a subprocess on ``pytester``'s folder, with the repository's
+    configuration and ``options``."""
     return pytester.runpytest_subprocess(
         "-c",
         str(REPO / "pyproject.toml"),
@@ -48,10 +47,15 @@ def _run(pytester: pytest.Pytester, body: str, *options: str) -> pytest.RunResul
         str(pytester.path),
         "-p",
         "no:cacheprovider",
-        *_ci_options(),
         *options,
         timeout=240,
     )
+
+
+def _run(pytester: pytest.Pytester, body: str, *options: str) -> pytest.RunResult:
+    """:func:`_pytest` on a test file holding ``body``, with CI's options and ``options``."""
+    pytester.makepyfile(test_guarded=body)
+    return _pytest(pytester, *_ci_options(), *options)
 
 
 def test_ci_runs_two_workers_that_are_never_restarted() -> None:
@@ -113,10 +117,7 @@ def test_slow_modules_go_out_first_in_conftest_order(pytester: pytest.Pytester) 
         test_d=plain.format("d") + "\ndef test_d3():\n    pass\n",
         test_e="def test_e():\n    pass\n",
     )
-    result = pytester.runpytest_subprocess(
-        "-c", str(REPO / "pyproject.toml"), "--rootdir", str(pytester.path),
-        "-p", "no:cacheprovider", "--collect-only", "-q", timeout=240,
-    )  # fmt: skip
+    result = _pytest(pytester, "--collect-only", "-q")
     output = str(result.stdout)
     assert result.ret == 0, output + str(result.stderr)
     collected = [line.split("::")[1] for line in result.stdout.lines if "::" in line]
