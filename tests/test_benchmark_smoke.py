@@ -422,6 +422,32 @@ def test_ragged_ab_scores_both_ways_alike_and_restores_the_threshold(
     assert shipped == _lean.RAGGED_MIN_PADDING
 
 
+def test_pack_ab_scores_both_ways_alike_and_restores_the_preference(
+    tiny_model_dir: Path,
+) -> None:
+    import torch
+
+    from qwen3_rerank_core import Qwen3Reranker
+    from qwen3_rerank_core._backends import _lean
+
+    module = _load_script("pack_ab")
+    preferred = _lean.onednn_preferred
+    if not _lean.onednn_available(torch.float32):
+        pytest.skip("this torch has no oneDNN")
+
+    def load_backend() -> Any:
+        return Qwen3Reranker(model=str(tiny_model_dir), device="cpu", dtype="float32").load()
+
+    packed = module.load(lambda: load_backend()._get_backend(), packed=True)
+    blas = module.load(lambda: load_backend()._get_backend(), packed=False)
+    assert packed._lean.packed and not blas._lean.packed
+    assert _lean.onednn_preferred is preferred
+    docs = ["alpha beta gamma " * n for n in (1, 4, 12)]
+    result = module.compare(packed, blas, [("a query", docs)], rounds=2)
+    assert result.packed > 0 and result.blas > 0
+    assert result.max_diff < 1e-5
+
+
 def test_dtype_ab_times_both_dtypes_and_names_the_policys_choice() -> None:
     import torch
 

@@ -171,6 +171,47 @@ def _hidden(model: Any, ids: list[int]) -> Any:
         return model.model(input_ids=torch.tensor([ids])).last_hidden_state[0]
 
 
+@pytest.mark.parametrize(
+    ("capability", "dtype", "preferred"),
+    [
+        ("AVX2", "float32", False),  # the default BLAS was faster there
+        ("AVX512", "float32", True),
+        ("AVX2", "bfloat16", True),
+        ("AVX512", "bfloat16", True),
+        ("DEFAULT", "float32", True),  # unmeasured: packed, as before
+    ],
+)
+def test_onednn_is_preferred_but_in_float32_on_avx2(
+    monkeypatch: pytest.MonkeyPatch, capability: str, dtype: str, preferred: bool
+) -> None:
+    from qwen3_rerank_core._backends._lean import onednn_preferred
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    assert onednn_preferred(getattr(torch, dtype)) is preferred
+
+
+@pytest.mark.parametrize("preferred", [False, True])
+def test_default_packing_follows_the_preference(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, preferred: bool
+) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from qwen3_rerank_core._backends import _lean
+
+    if not _lean.onednn_available(torch.float32):
+        pytest.skip("this torch has no oneDNN")
+    asked: list[object] = []
+
+    def preference(dtype: object) -> bool:
+        asked.append(dtype)
+        return preferred
+
+    monkeypatch.setattr(_lean, "onednn_preferred", preference)
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), attn_implementation="sdpa")
+    assert LeanForward(model.model).packed is preferred
+    assert asked == [torch.float32]
+
+
 @pytest.mark.parametrize("pack", [False, True])
 def test_lean_hidden_states_and_the_modules_weights(tiny_model_dir: Path, pack: bool) -> None:
     from transformers import AutoModelForCausalLM

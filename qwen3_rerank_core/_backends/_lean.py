@@ -31,11 +31,12 @@ the same arithmetic (RMSNorm in float32, rotary embedding from the model's own
   and attention staying opaque operators;
 - on CPU, every projection runs on oneDNN with its weight packed once at load
   (:func:`onednn_available`; 1.08-1.59x the FLOP/s of the default BLAS on the
-  shapes measured in ``docs/benchmarks.md`` on an AVX-512 CPU, but 0.78-1.10x in
-  float32 on an AVX2-only one, measured there too). The packed copies replace the
-  modules' weights, which are released, so no weight is stored twice; the
-  transformers modules are then empty. Elsewhere (CUDA, MPS, a torch without
-  oneDNN) the modules' weights become views of the fused matrices and keep working.
+  shapes measured in ``docs/benchmarks.md`` on an AVX-512 CPU), except in float32 on
+  an x86 CPU without AVX-512, where the default BLAS was faster (:func:`onednn_preferred`).
+  The packed copies replace the modules' weights, which are released, so no weight is
+  stored twice; the transformers modules are then empty. Elsewhere (the default BLAS on
+  CPU, CUDA, MPS, a torch without oneDNN) the modules' weights become views of the fused
+  matrices and keep working.
 
 Scores equal the transformers forward's up to float rounding (tested to 1e-5 in
 float32). Decoders this module does not cover (sliding-window layers, quantized
@@ -72,6 +73,7 @@ __all__ = [
     "Prefix",
     "lean_unsupported",
     "onednn_available",
+    "onednn_preferred",
 ]
 
 _FUSED = ("q_proj", "k_proj", "v_proj")
@@ -286,6 +288,20 @@ def onednn_available(dtype: Any) -> bool:
         return False
 
 
+def onednn_preferred(dtype: Any) -> bool:
+    """Whether packed oneDNN products are this CPU's faster choice in ``dtype``: not in
+    float32 on an x86 CPU whose best vector extension is AVX2, where oneDNN's packed
+    products ran at 0.78-1.10x the default BLAS's (MKL) rate and whole calls were faster
+    without them (``benchmarks/pack_ab.py``, ``docs/benchmarks.md``); elsewhere yes
+    (float32 with AVX-512: packed 1.08-1.59x the BLAS rate; bf16: oneDNN's packed products
+    are what run bf16 natively)."""
+    import torch
+
+    if dtype != torch.float32:
+        return True
+    return str(torch.backends.cpu.get_cpu_capability()) != "AVX2"
+
+
 @dataclass(frozen=True)
 class _Rope:
     """Rotary embedding of some positions, ``(1 or batch, positions, 1, head_dim)``:
@@ -353,7 +369,7 @@ class LeanForward:
 
     def __init__(self, decoder: Any, *, pack: bool | None = None, compile: bool = False) -> None:
         """``pack``: run the projections on oneDNN with packed weights; ``None`` packs on
-        CPU where :func:`onednn_available`. ``compile``: run each layer under
+        CPU where :func:`onednn_available` and :func:`onednn_preferred`. ``compile``: run each layer under
         ``torch.compile`` (TorchInductor fuses the element-wise work between the
         products; the first calls compile, see :attr:`compiled`)."""
         import torch
@@ -372,7 +388,11 @@ class LeanForward:
         weight = decoder.embed_tokens.weight
         self._dtype = weight.dtype
         if pack is None:
-            pack = weight.device.type == "cpu" and onednn_available(weight.dtype)
+            pack = (
+                weight.device.type == "cpu"
+                and onednn_available(weight.dtype)
+                and onednn_preferred(weight.dtype)
+            )
         self.packed = bool(pack)
         # SiLU and the gated product fused into the packed products where oneDNN can.
         self._swiglu = self.packed and self._silu and swiglu_fusable(weight.dtype)
