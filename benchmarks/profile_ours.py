@@ -103,7 +103,8 @@ KINDS = {
 #: The lean forward's steps timed by :func:`time_by_step`: (class, method, label).
 STEPS = (
     ("LeanForward", "_attend", "attention (SDPA, or our CPU kernel)"),
-    ("_SwiGLU", "__call__", "gate/up products + SwiGLU"),
+    ("_SwiGLU", "__call__", "gate/up products + activation"),
+    ("_Gated", "__call__", "gate/up products + activation"),
     ("_Linear", "__call__", "qkv, o, down products"),
     ("LeanForward", "_norm_rotate", "q/k norm + rotary"),
     ("LeanForward", "_add_norm", "norms (the post-attention one with its residual add)"),
@@ -113,10 +114,13 @@ STEPS = (
 
 def time_by_step(call: Callable[[], object]) -> tuple[float, dict[str, float]]:
     """Wall seconds of one ``call`` and of each lean-forward step in it (:data:`STEPS`),
-    the step methods wrapped with timers for that call only."""
+    the step methods wrapped with timers for that call only. A step called inside another
+    (the gate/up product's ``_Linear`` inside ``_Gated``) counts for the outer one alone,
+    so no time is counted twice."""
     from qwen3_rerank_core._backends import _lean
 
     spent: dict[str, float] = {label: 0.0 for _, _, label in STEPS}
+    depth = [0]
     originals = []
     for cls_name, method, label in STEPS:
         cls = getattr(_lean, cls_name)
@@ -124,11 +128,14 @@ def time_by_step(call: Callable[[], object]) -> tuple[float, dict[str, float]]:
         originals.append((cls, method, original))
 
         def timed(*a: Any, _f: Any = original, _label: str = label, **k: Any) -> Any:
+            depth[0] += 1
             start = time.perf_counter()
             try:
                 return _f(*a, **k)
             finally:
-                spent[_label] += time.perf_counter() - start
+                depth[0] -= 1
+                if depth[0] == 0:
+                    spent[_label] += time.perf_counter() - start
 
         setattr(cls, method, timed)
     try:

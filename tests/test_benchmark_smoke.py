@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -375,23 +376,66 @@ def test_lean_kernels_rates_prints_attention_against_the_product_rate(
         assert float(r[3]) > 0 and float(r[4]) > 0 and float(r[5]) >= 0
 
 
-def test_profile_ours_times_each_step_of_the_lean_forward(tiny_reranker: Any) -> None:
+@pytest.mark.parametrize("packed", [False, True], ids=["default BLAS", "packed oneDNN"])
+def test_profile_ours_times_each_step_of_the_lean_forward(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, packed: bool
+) -> None:
+    import torch
+
     from qwen3_rerank_core import DEFAULT_INSTRUCTION
     from qwen3_rerank_core._backends import _lean
+    from qwen3_rerank_core.pytest_plugin import load_tiny_reranker
 
+    if packed and not _lean.onednn_available(torch.float32):
+        pytest.skip("this torch has no oneDNN")
+    # Each product path, whatever this CPU's preference: the steps are timed on both.
+    monkeypatch.setattr(_lean, "onednn_preferred", lambda dtype: packed)
     module = _load_script("profile_ours")
-    backend = tiny_reranker._get_backend()
-    assert backend._lean is not None
-    before = {(c, m): getattr(getattr(_lean, c), m) for c, m, _ in module.STEPS}
-    docs = ["alpha beta gamma " * n for n in range(1, 7)]
-    total, spent = module.time_by_step(
-        lambda: backend.score_groups([("a query", docs)], DEFAULT_INSTRUCTION)
-    )
+    reranker = load_tiny_reranker(tiny_model_dir)
+    try:
+        backend = reranker._get_backend()
+        assert backend._lean is not None and backend._lean.packed is packed
+        before = {(c, m): getattr(getattr(_lean, c), m) for c, m, _ in module.STEPS}
+        docs = ["alpha beta gamma " * n for n in range(1, 7)]
+        total, spent = module.time_by_step(
+            lambda: backend.score_groups([("a query", docs)], DEFAULT_INSTRUCTION)
+        )
+    finally:
+        reranker.close()
     assert set(spent) == {label for _, _, label in module.STEPS}
     assert all(seconds > 0 for seconds in spent.values()), spent
     assert sum(spent.values()) <= total
     # The step methods are the module's own again afterwards.
     assert {(c, m): getattr(getattr(_lean, c), m) for c, m, _ in module.STEPS} == before
+
+
+def test_profile_ours_counts_a_step_inside_another_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from qwen3_rerank_core._backends import _lean
+
+    module = _load_script("profile_ours")
+    calls: list[str] = []
+
+    class Inner:
+        def __call__(self) -> None:
+            calls.append("inner")
+            time.sleep(0.02)
+
+    class Outer:
+        def __call__(self) -> None:
+            calls.append("outer")
+            Inner()()
+
+    monkeypatch.setattr(_lean, "Outer", Outer, raising=False)
+    monkeypatch.setattr(_lean, "Inner", Inner, raising=False)
+    monkeypatch.setattr(
+        module, "STEPS", (("Outer", "__call__", "outer"), ("Inner", "__call__", "inner"))
+    )
+    total, spent = module.time_by_step(lambda: (Outer()(), Inner()()))
+    assert calls == ["outer", "inner", "inner"]
+    assert spent["outer"] >= 0.02 and spent["inner"] >= 0.02, spent
+    # The inner step inside the outer one counts for the outer one only: counted twice,
+    # the steps would add up to more than the whole call.
+    assert sum(spent.values()) <= total, (spent, total)
 
 
 def test_vml_race_counts_both_conditions_against_a_warm_reference(

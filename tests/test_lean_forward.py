@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from qwen3_rerank_core import DEFAULT_INSTRUCTION, RerankConfig
-from qwen3_rerank_core._backends._lean import LeanForward, lean_unsupported
+from qwen3_rerank_core._backends._lean import LeanForward, _Gated, lean_unsupported
 from qwen3_rerank_core._backends._transformers import TransformersBackend
 from qwen3_rerank_core.pytest_plugin import SAMPLE_QUERY, SAMPLE_TEXTS
 from qwen3_rerank_core.testing import cached_checkpoint, cached_seq_cls_checkpoint
@@ -245,7 +245,8 @@ def test_lean_hidden_states_and_the_modules_weights(tiny_model_dir: Path, pack: 
     assert attn.q_proj.weight.untyped_storage().data_ptr() == storage
     assert attn.v_proj.weight.untyped_storage().data_ptr() == storage
     up_storage = mlp.up_proj.weight.untyped_storage().data_ptr()
-    assert up_storage == fused.gate_up.weight.untyped_storage().data_ptr()
+    assert isinstance(fused.gate_up, _Gated)
+    assert up_storage == fused.gate_up.product.weight.untyped_storage().data_ptr()
     assert sum(p.numel() for p in model.parameters()) == n_params
     assert torch.equal(_hidden(model, ids), before)
 

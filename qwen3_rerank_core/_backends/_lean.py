@@ -59,6 +59,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,6 +205,27 @@ class _SwiGLU:
         return swiglu(x, self.gate.weight, self.gate.bias, self.up.weight, self.up.bias)
 
 
+@dataclass(frozen=True)
+class _Gated:
+    """``act(x @ gate.T) * (x @ up.T)`` from one product whose columns are the gate's, then
+    the up projection's: the activation computed in place in the gate's columns
+    (``act=None``: SiLU) and the product out of place, so the next product gets a
+    contiguous input. The unfused counterpart of :class:`_SwiGLU`."""
+
+    product: _Linear
+    act: Callable[[Any], Any] | None
+
+    def __call__(self, x: Any) -> Any:
+        import torch
+
+        gate, up = self.product(x).chunk(2, dim=-1)
+        if self.act is None:
+            active = torch.nn.functional.silu(gate, inplace=True)
+        else:
+            active = self.act(gate)
+        return torch.mul(active, up)
+
+
 def swiglu_fusable(dtype: Any) -> bool:
     """Whether oneDNN computes :class:`_SwiGLU`'s fused epilogues in ``dtype`` (checked
     on a small product against the unfused arithmetic)."""
@@ -242,9 +264,9 @@ class _Layer:
     kv: _Linear | None
     """Key/value projection alone (the last layer: every position)."""
     o: _Linear
-    gate_up: _Linear | _SwiGLU
-    """``act(gate(x)) * up(x)``'s two products in one (its columns: gate, then up), or the
-    whole gated product fused (:class:`_SwiGLU`)."""
+    gate_up: _Gated | _SwiGLU
+    """``act(gate(x)) * up(x)``: its two products in one (:class:`_Gated`), or the whole
+    gated product fused (:class:`_SwiGLU`)."""
     down: _Linear
     input_norm: Any | None
     """The input norm's weight in float32, or ``None`` where it is folded into the
@@ -369,14 +391,12 @@ class LeanForward:
 
     def __init__(self, decoder: Any, *, pack: bool | None = None, compile: bool = False) -> None:
         """``pack``: run the projections on oneDNN with packed weights; ``None`` packs on
-        CPU where :func:`onednn_available` and :func:`onednn_preferred`. ``compile``: run each layer under
-        ``torch.compile`` (TorchInductor fuses the element-wise work between the
-        products; the first calls compile, see :attr:`compiled`)."""
+        CPU where :func:`onednn_available` and :func:`onednn_preferred`. ``compile``: run
+        each layer under ``torch.compile`` (TorchInductor fuses the element-wise work
+        between the products; the first calls compile, see :attr:`compiled`)."""
         import torch
-        import torch.nn.functional as functional
 
         self._torch: Any = torch
-        self._f: Any = functional
         self._decoder = decoder
         config = decoder.config
         self._heads = int(config.num_attention_heads)
@@ -456,7 +476,7 @@ class LeanForward:
         else:
             qkv = linear(qkv_w, qkv_b)
         o = linear(attn.o_proj.weight.detach(), _detached(attn.o_proj.bias))
-        gate_up: _Linear | _SwiGLU
+        gate_up: _Gated | _SwiGLU
         if self._swiglu:
             n = gate_up_modules[0].out_features
             gate_up = _SwiGLU(
@@ -464,7 +484,7 @@ class LeanForward:
                 linear(gate_up_w[n:], None if gate_up_b is None else gate_up_b[n:]),
             )
         else:
-            gate_up = linear(gate_up_w, gate_up_b)
+            gate_up = _Gated(linear(gate_up_w, gate_up_b), None if self._silu else mlp.act_fn)
         down = linear(mlp.down_proj.weight.detach(), _detached(mlp.down_proj.bias))
         if self.packed:
             _release([*qkv_modules, attn.o_proj, *gate_up_modules, mlp.down_proj], torch)
@@ -620,14 +640,8 @@ class LeanForward:
         return k, v
 
     def _mlp(self, layer: _Layer, x: Any) -> Any:
-        """``down(act(gate(x)) * up(x))``: the activation is computed in place in the
-        gate's columns and the product out of place, so the down projection gets a
-        contiguous input."""
-        if isinstance(layer.gate_up, _SwiGLU):
-            return layer.down(layer.gate_up(x))
-        gate, up = layer.gate_up(x).chunk(2, dim=-1)
-        active = self._f.silu(gate, inplace=True) if self._silu else layer.module.mlp.act_fn(gate)
-        return layer.down(self._torch.mul(active, up))
+        """``down(act(gate(x)) * up(x))``."""
+        return layer.down(layer.gate_up(x))
 
     def _attend(
         self,
