@@ -15,12 +15,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def parse_args(
-    doc: str | None, *, rounds: int, workload: str | None = None, save_dtypes: tuple[str, ...] = ()
+    doc: str | None,
+    *,
+    rounds: int,
+    workload: str | None = None,
+    save_dtypes: tuple[str, ...] = (),
+    flags: dict[str, str] | None = None,
 ) -> argparse.Namespace:
     """The command line of an A/B script (``doc``: its docstring, whose first paragraph
     describes it): the options every one takes, ``rounds`` timed rounds by default,
     ``--workload`` where ``workload`` (its default) is given, ``--save-dtype`` limited to
-    ``save_dtypes`` where given."""
+    ``save_dtypes`` where given, and the script's own on/off ``flags`` (name: help)."""
     p = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
     p.add_argument("--config", default="8x512")
     p.add_argument("--threads", type=int, default=2)
@@ -34,6 +39,8 @@ def parse_args(
     )
     if workload is not None:
         p.add_argument("--workload", default=workload)
+    for name, text in (flags or {}).items():
+        p.add_argument(f"--{name}", action="store_true", help=text)
     args = p.parse_args()
     if args.rounds < 1:
         p.error(f"--rounds must be at least 1, got {args.rounds}")
@@ -53,17 +60,25 @@ def checkpoint(args: argparse.Namespace) -> Path:
 
 def first_query(workload: str, tokenizer: Any, docs_scale: float) -> list[tuple[str, list[str]]]:
     """``workload``'s first query and its documents, as ``score_groups`` takes them."""
+    return first_query_workload(workload, tokenizer, docs_scale).items
+
+
+def first_query_workload(workload: str, tokenizer: Any, docs_scale: float) -> Any:
+    """``workload`` cut to its first query (a :class:`workloads.Workload`, as the
+    benchmark's contenders take it)."""
+    from dataclasses import replace
+
     from workloads import WORKLOADS, make_workload
 
     wl = make_workload(WORKLOADS[workload], tokenizer, seed=0, docs_scale=docs_scale)
-    return [wl.items[0]]
+    return replace(wl, items=[wl.items[0]])
 
 
 def interleaved(
-    call: Callable[[str], Any], names: tuple[str, str], rounds: int
+    call: Callable[[str], Any], names: tuple[str, ...], rounds: int
 ) -> dict[str, float]:
     """The median seconds of ``call(name)`` for each of ``names``, over ``rounds``
-    rounds that alternate which goes first."""
+    rounds that alternate their order (as given, then reversed)."""
     times: dict[str, list[float]] = {name: [] for name in names}
     for i in range(rounds):
         for name in names if i % 2 == 0 else names[::-1]:

@@ -5,7 +5,10 @@ Two rerankers load the same bf16-saved benchmark checkpoint at our default dtype
 the lean forward's projections packed for oneDNN and one on the default BLAS (the choice
 :func:`~qwen3_rerank_core._backends._lean.onednn_preferred` makes per CPU, forced each way
 at load); both score a workload's first query ``--rounds`` times in alternating order after
-one warmup each, and the medians and the largest score difference are printed. Example::
+one warmup each, and the medians and the largest score difference are printed. With
+``--st``, sentence-transformers' ``CrossEncoder`` pinned to our dtype (the apples-to-apples
+peer: the benchmark's ``st`` contender) takes its turn in the same rounds, and ours' speed
+against it is printed for both product paths. Example::
 
     .venv/bin/python benchmarks/pack_ab.py --config 0.6b --workload a --docs-scale 0.1
 """
@@ -31,6 +34,8 @@ class Comparison:
     """Median seconds of a call with the default BLAS."""
     max_diff: float
     """Largest score difference between the two."""
+    peer: float | None = None
+    """Median seconds of the peer's call, where one took turns."""
 
 
 def load(load_backend: Callable[[], Any], *, packed: bool) -> Any:
@@ -51,26 +56,53 @@ def load(load_backend: Callable[[], Any], *, packed: bool) -> Any:
     return backend
 
 
-def compare(packed: Any, blas: Any, groups: list[tuple[str, list[str]]], rounds: int) -> Comparison:
-    """Score ``groups`` with the ``packed`` and ``blas`` backends ``rounds`` times each,
-    alternating which goes first, after one warmup call each."""
+def compare(
+    packed: Any,
+    blas: Any,
+    groups: list[tuple[str, list[str]]],
+    rounds: int,
+    peer: Callable[[], object] | None = None,
+) -> Comparison:
+    """Score ``groups`` with the ``packed`` and ``blas`` backends (and ``peer()``, where
+    given) ``rounds`` times each, alternating their order, after one warmup call each."""
     from qwen3_rerank_core import DEFAULT_INSTRUCTION
 
     backends = {"packed": packed, "blas": blas}
     scores: dict[str, list[float]] = {}
 
     def call(name: str) -> None:
+        if name == "peer" and peer is not None:
+            peer()
+            return
         scores[name] = list(backends[name].score_groups(groups, DEFAULT_INSTRUCTION)[0])
 
-    call("packed")
-    call("blas")
-    medians = ab.interleaved(call, ("packed", "blas"), rounds)
+    names = ("packed", "blas", "peer") if peer is not None else ("packed", "blas")
+    for name in names:
+        call(name)
+    medians = ab.interleaved(call, names, rounds)
     diff = max(abs(a - b) for a, b in zip(scores["packed"], scores["blas"], strict=True))
-    return Comparison(medians["packed"], medians["blas"], diff)
+    return Comparison(medians["packed"], medians["blas"], diff, medians.get("peer"))
+
+
+def st_peer(folder: str, dtype: Any, workload: Any) -> Callable[[], object]:
+    """A call of sentence-transformers' ``CrossEncoder`` on ``workload``, loaded as the
+    benchmark's ``st`` contender loads it, pinned to ``dtype``."""
+    from contenders import STContender
+
+    name = str(dtype).removeprefix("torch.")
+    spec = {"model_dir": folder, "device": "cpu", "dtype": name, "max_length": workload.max_length}
+    contender = STContender(spec)
+    contender.load()
+    return lambda: contender.score(workload)
 
 
 def main() -> int:
-    args = ab.parse_args(__doc__, rounds=5, workload="a")
+    args = ab.parse_args(
+        __doc__,
+        rounds=5,
+        workload="a",
+        flags={"st": "also time sentence-transformers, pinned to our dtype, in the same rounds"},
+    )
 
     from qwen3_rerank_core import Qwen3Reranker
 
@@ -81,13 +113,21 @@ def main() -> int:
 
     packed = load(load_backend, packed=True)
     blas = load(load_backend, packed=False)
-    groups = ab.first_query(args.workload, packed._tokenizer, args.docs_scale)
-    result = compare(packed, blas, groups, args.rounds)
-    print(
-        f"{args.config} {args.workload}, {len(groups[0][1])} documents, "
-        f"{packed._lean._dtype}: packed {result.packed:.3f} s, BLAS {result.blas:.3f} s, "
+    workload = ab.first_query_workload(args.workload, packed._tokenizer, args.docs_scale)
+    dtype = packed._lean._dtype
+    peer = st_peer(folder, dtype, workload) if args.st else None
+    result = compare(packed, blas, workload.items, args.rounds, peer)
+    line = (
+        f"{args.config} {args.workload}, {workload.n_docs} documents, "
+        f"{dtype}: packed {result.packed:.3f} s, BLAS {result.blas:.3f} s, "
         f"BLAS / packed speed {result.packed / result.blas:.2f}x, max |d| {result.max_diff:.1e}"
     )
+    if result.peer is not None:
+        line += (
+            f"; sentence-transformers {result.peer:.3f} s: ours packed "
+            f"{result.peer / result.packed:.2f}x, ours BLAS {result.peer / result.blas:.2f}x"
+        )
+    print(line)
     return 0
 
 

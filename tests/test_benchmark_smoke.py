@@ -488,8 +488,31 @@ def test_pack_ab_scores_both_ways_alike_and_restores_the_preference(
     assert _lean.onednn_preferred is preferred
     docs = ["alpha beta gamma " * n for n in (1, 4, 12)]
     result = module.compare(packed, blas, [("a query", docs)], rounds=2)
-    assert result.packed > 0 and result.blas > 0
+    assert result.packed > 0 and result.blas > 0 and result.peer is None
     assert result.max_diff < 1e-5
+    # A peer takes its turn in the same rounds: once to warm up, then once a round.
+    turns: list[int] = []
+    result = module.compare(packed, blas, [("a query", docs)], 3, lambda: turns.append(1))
+    assert len(turns) == 4 and result.peer is not None and result.peer >= 0
+
+
+@pytest.mark.skipif(not HAVE_ST, reason="sentence-transformers not installed")
+def test_pack_ab_st_peer_scores_the_workload_in_our_dtype(tiny_model_dir: Path) -> None:
+    import torch
+
+    module = _load_script("pack_ab")
+    from workloads import Workload
+
+    docs = ["alpha beta gamma " * n for n in (1, 4, 12)]
+    workload = Workload("t", "tiny", 256, [("a query", docs)])
+    call = module.st_peer(str(tiny_model_dir), torch.float32, workload)
+    (scores,) = call()
+    # The peer scores what ours scores (the benchmark's st contender matches the recipe).
+    from qwen3_rerank_core.pytest_plugin import load_tiny_reranker
+
+    with load_tiny_reranker(tiny_model_dir) as ours:
+        want = ours.score("a query", docs)
+    assert scores == pytest.approx(want, abs=1e-4)
 
 
 def test_dtype_ab_times_both_dtypes_and_names_the_policys_choice() -> None:
