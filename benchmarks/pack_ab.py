@@ -15,8 +15,9 @@ against it is printed for both product paths. Example::
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,16 +85,20 @@ def compare(
     return Comparison(medians["packed"], medians["blas"], diff, medians.get("peer"))
 
 
-def st_peer(folder: str, dtype: Any, workload: Any) -> Callable[[], object]:
+@contextlib.contextmanager
+def st_peer(folder: str, dtype: Any, workload: Any) -> Iterator[Callable[[], object]]:
     """A call of sentence-transformers' ``CrossEncoder`` on ``workload``, loaded as the
-    benchmark's ``st`` contender loads it, pinned to ``dtype``."""
+    benchmark's ``st`` contender loads it, pinned to ``dtype`` (its folder removed on exit)."""
     from contenders import STContender
 
     name = str(dtype).removeprefix("torch.")
     spec = {"model_dir": folder, "device": "cpu", "dtype": name, "max_length": workload.max_length}
     contender = STContender(spec)
     contender.load()
-    return lambda: contender.score(workload)
+    try:
+        yield lambda: contender.score(workload)
+    finally:
+        contender.close()
 
 
 def main() -> int:
@@ -115,8 +120,9 @@ def main() -> int:
     blas = load(load_backend, packed=False)
     workload = ab.first_query_workload(args.workload, packed._tokenizer, args.docs_scale)
     dtype = packed._lean._dtype
-    peer = st_peer(folder, dtype, workload) if args.st else None
-    result = compare(packed, blas, workload.items, args.rounds, peer)
+    with contextlib.ExitStack() as stack:
+        peer = stack.enter_context(st_peer(folder, dtype, workload)) if args.st else None
+        result = compare(packed, blas, workload.items, args.rounds, peer)
     line = (
         f"{args.config} {args.workload}, {workload.n_docs} documents, "
         f"{dtype}: packed {result.packed:.3f} s, BLAS {result.blas:.3f} s, "

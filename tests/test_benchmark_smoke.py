@@ -505,8 +505,8 @@ def test_pack_ab_st_peer_scores_the_workload_in_our_dtype(tiny_model_dir: Path) 
 
     docs = ["alpha beta gamma " * n for n in (1, 4, 12)]
     workload = Workload("t", "tiny", 256, [("a query", docs)])
-    call = module.st_peer(str(tiny_model_dir), torch.float32, workload)
-    (scores,) = call()
+    with module.st_peer(str(tiny_model_dir), torch.float32, workload) as call:
+        (scores,) = call()
     # The peer scores what ours scores (the benchmark's st contender matches the recipe).
     from qwen3_rerank_core.pytest_plugin import load_tiny_reranker
 
