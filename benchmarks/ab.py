@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,26 @@ def first_query_workload(workload: str, tokenizer: Any, docs_scale: float) -> An
 
     wl = make_workload(WORKLOADS[workload], tokenizer, seed=0, docs_scale=docs_scale)
     return replace(wl, items=[wl.items[0]])
+
+
+def scorer(
+    backends: dict[str, Any], groups: list[tuple[str, list[str]]]
+) -> tuple[Callable[[str], None], dict[str, list[float]]]:
+    """A ``call(name)`` that scores ``groups`` (one query's) with ``backends[name]``, and the
+    dict in which each call leaves its scores under ``name``."""
+    from qwen3_rerank_core import DEFAULT_INSTRUCTION
+
+    scores: dict[str, list[float]] = {}
+
+    def call(name: str) -> None:
+        scores[name] = list(backends[name].score_groups(groups, DEFAULT_INSTRUCTION)[0])
+
+    return call, scores
+
+
+def largest_difference(a: Sequence[float], b: Sequence[float]) -> float:
+    """The largest ``|a[i] - b[i]|`` of two score lists of one length."""
+    return max(abs(x - y) for x, y in zip(a, b, strict=True))
 
 
 def interleaved(

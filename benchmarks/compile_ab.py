@@ -39,20 +39,13 @@ def compare(
     """Score ``groups`` with the ``eager`` and ``compiled`` backends (transformers, the
     second loaded with ``compile=True``) ``rounds`` times each, alternating which goes
     first, after the compiled one's first call and one eager warmup."""
-    from qwen3_rerank_core import DEFAULT_INSTRUCTION
-
-    backends = {"eager": eager, "compiled": compiled}
-    scores: dict[str, list[float]] = {}
-
-    def call(name: str) -> None:
-        scores[name] = list(backends[name].score_groups(groups, DEFAULT_INSTRUCTION)[0])
-
+    call, scores = ab.scorer({"eager": eager, "compiled": compiled}, groups)
     start = time.perf_counter()
     call("compiled")
     first_call = time.perf_counter() - start
     call("eager")  # warmup
     medians = ab.interleaved(call, ("eager", "compiled"), rounds)
-    diff = max(abs(a - b) for a, b in zip(scores["eager"], scores["compiled"], strict=True))
+    diff = ab.largest_difference(scores["eager"], scores["compiled"])
     return Comparison(first_call, medians["eager"], medians["compiled"], diff)
 
 

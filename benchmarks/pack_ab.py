@@ -66,22 +66,19 @@ def compare(
 ) -> Comparison:
     """Score ``groups`` with the ``packed`` and ``blas`` backends (and ``peer()``, where
     given) ``rounds`` times each, alternating their order, after one warmup call each."""
-    from qwen3_rerank_core import DEFAULT_INSTRUCTION
-
-    backends = {"packed": packed, "blas": blas}
-    scores: dict[str, list[float]] = {}
+    score, scores = ab.scorer({"packed": packed, "blas": blas}, groups)
 
     def call(name: str) -> None:
         if name == "peer" and peer is not None:
             peer()
-            return
-        scores[name] = list(backends[name].score_groups(groups, DEFAULT_INSTRUCTION)[0])
+        else:
+            score(name)
 
     names = ("packed", "blas", "peer") if peer is not None else ("packed", "blas")
     for name in names:
         call(name)
     medians = ab.interleaved(call, names, rounds)
-    diff = max(abs(a - b) for a, b in zip(scores["packed"], scores["blas"], strict=True))
+    diff = ab.largest_difference(scores["packed"], scores["blas"])
     return Comparison(medians["packed"], medians["blas"], diff, medians.get("peer"))
 
 

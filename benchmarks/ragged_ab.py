@@ -34,23 +34,22 @@ class Comparison:
 def compare(backend: Any, groups: list[tuple[str, list[str]]], rounds: int) -> Comparison:
     """Score ``groups`` with ``backend`` (the transformers backend's lean forward) ``rounds``
     times each way, alternating which goes first, after one warmup call."""
-    from qwen3_rerank_core import DEFAULT_INSTRUCTION
     from qwen3_rerank_core._backends import _lean
 
     shipped = _lean.RAGGED_MIN_PADDING
     thresholds = {"padded": 2.0, "ragged": shipped}
-    scores: dict[str, list[float]] = {}
+    score, scores = ab.scorer({"padded": backend, "ragged": backend}, groups)
 
     def call(name: str) -> None:
         _lean.RAGGED_MIN_PADDING = thresholds[name]
-        scores[name] = list(backend.score_groups(groups, DEFAULT_INSTRUCTION)[0])
+        score(name)
 
     try:
         call("padded")  # warmup
         medians = ab.interleaved(call, ("padded", "ragged"), rounds)
     finally:
         _lean.RAGGED_MIN_PADDING = shipped
-    diff = max(abs(a - b) for a, b in zip(scores["padded"], scores["ragged"], strict=True))
+    diff = ab.largest_difference(scores["padded"], scores["ragged"])
     return Comparison(medians["padded"], medians["ragged"], diff)
 
 
