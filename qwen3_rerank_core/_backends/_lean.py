@@ -391,7 +391,7 @@ class LeanForward:
 
     def __init__(self, decoder: Any, *, pack: bool | None = None, compile: bool = False) -> None:
         """``pack``: run the projections on oneDNN with packed weights; ``None`` packs on
-        CPU where :func:`onednn_available` and :func:`onednn_preferred`. ``compile``: run
+        CPU where :func:`onednn_preferred` and :func:`onednn_available`. ``compile``: run
         each layer under ``torch.compile`` (TorchInductor fuses the element-wise work
         between the products; the first calls compile, see :attr:`compiled`)."""
         import torch
@@ -408,10 +408,11 @@ class LeanForward:
         weight = decoder.embed_tokens.weight
         self._dtype = weight.dtype
         if pack is None:
+            # The preference first: where it says no, the probe of onednn_available is moot.
             pack = (
                 weight.device.type == "cpu"
-                and onednn_available(weight.dtype)
                 and onednn_preferred(weight.dtype)
+                and onednn_available(weight.dtype)
             )
         self.packed = bool(pack)
         # SiLU and the gated product fused into the packed products where oneDNN can.
