@@ -1,4 +1,5 @@
-"""What the in-process A/B scripts (``compile_ab.py``, ``ragged_ab.py``) share: their
+"""What the in-process A/B scripts (``attention_ab.py``, ``compile_ab.py``, ``pack_ab.py``,
+``ragged_ab.py``) share: their
 options, the bf16-saved benchmark checkpoint, one query of a workload, and interleaved
 timing of two ways of scoring it."""
 
@@ -21,11 +22,13 @@ def parse_args(
     workload: str | None = None,
     save_dtypes: tuple[str, ...] = (),
     flags: dict[str, str] | None = None,
+    dtype: bool = False,
 ) -> argparse.Namespace:
     """The command line of an A/B script (``doc``: its docstring, whose first paragraph
     describes it): the options every one takes, ``rounds`` timed rounds by default,
     ``--workload`` where ``workload`` (its default) is given, ``--save-dtype`` limited to
-    ``save_dtypes`` where given, and the script's own on/off ``flags`` (name: help)."""
+    ``save_dtypes`` where given, ``--dtype`` (ours' dtype; ``None``: our default) where
+    ``dtype``, and the script's own on/off ``flags`` (name: help)."""
     p = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
     p.add_argument("--config", default="8x512")
     p.add_argument("--threads", type=int, default=2)
@@ -39,6 +42,13 @@ def parse_args(
     )
     if workload is not None:
         p.add_argument("--workload", default=workload)
+    if dtype:
+        p.add_argument(
+            "--dtype",
+            default=None,
+            choices=("float32", "bfloat16"),
+            help="ours' dtype (default: our precision policy's choice)",
+        )
     for name, text in (flags or {}).items():
         p.add_argument(f"--{name}", action="store_true", help=text)
     args = p.parse_args()

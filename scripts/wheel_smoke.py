@@ -38,7 +38,12 @@ def check_core() -> None:
     assert template.is_file() and "<|im_start|>" in template.read_text(), template
     assert (package / "py.typed").is_file(), "py.typed missing from the wheel"
     # The CPU kernels' sources, built at first use.
-    for name in ("_attention_avx512.c", "_elementwise_avx512.c", "_avx512_common.h"):
+    for name in (
+        "_attention_avx512.c",
+        "_elementwise_avx512.c",
+        "_avx512_common.h",
+        "_attention_avx2.c",
+    ):
         assert (package / "_backends" / name).is_file(), f"_backends/{name} missing from the wheel"
     for name in ("LICENSE",):
         files = importlib.metadata.files("qwen3-rerank-core") or []

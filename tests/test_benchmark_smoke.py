@@ -496,6 +496,25 @@ def test_pack_ab_scores_both_ways_alike_and_restores_the_preference(
     assert len(turns) == 4 and result.peer is not None and result.peer >= 0
 
 
+def test_attention_ab_scores_on_the_kernel_and_on_sdpa_alike(tiny_model_dir: Path) -> None:
+    from qwen3_rerank_core import Qwen3Reranker
+
+    module = _load_script("attention_ab")
+
+    def load_backend() -> Any:
+        rr = Qwen3Reranker(model=str(tiny_model_dir), device="cpu", dtype="float32").load()
+        return rr._get_backend()
+
+    kernel, sdpa = load_backend(), module.on_sdpa(load_backend())
+    assert not sdpa._lean.cpu_kernel
+    docs = ["alpha beta gamma " * n for n in (1, 4, 12)]
+    turns: list[int] = []
+    result = module.compare(kernel, sdpa, [("a query", docs)], 2, lambda: turns.append(1))
+    assert result.kernel > 0 and result.sdpa > 0 and len(turns) == 3
+    # float32 both ways: the kernel (where it runs here) scores as SDPA does, to 1e-5.
+    assert result.max_diff <= 1e-5
+
+
 @pytest.mark.skipif(not HAVE_ST, reason="sentence-transformers not installed")
 def test_pack_ab_st_peer_scores_the_workload_in_our_dtype(tiny_model_dir: Path) -> None:
     import torch
@@ -550,8 +569,9 @@ def test_compile_ab_compares_eager_and_compiled_on_the_same_scores(
     assert result.max_diff <= 1e-5
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
 def test_attention_kernel_script_prints_the_comparison(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], dtype: str
 ) -> None:
     import torch
 
@@ -560,11 +580,12 @@ def test_attention_kernel_script_prints_the_comparison(
     module = _load_script("attention_kernel")
     threads = torch.get_num_threads()
     try:
-        code = module.main(["--smoke", "--repeat", "1", "--threads", "1"])
+        code = module.main(["--smoke", "--repeat", "1", "--threads", "1", "--dtype", dtype])
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
-    reason = _cpu_attention.unrunnable_reason(torch)
+    library = _cpu_attention.AVX2 if dtype == "float32" else _cpu_attention.AVX512
+    reason = _cpu_attention.unrunnable_reason(torch, library)
     if reason is not None:
         assert code == 1 and reason in out
         return

@@ -1,10 +1,13 @@
-"""Our AVX-512 BF16 attention kernel (``qwen3_rerank_core/_backends/_cpu_attention.py``).
+"""Our CPU attention kernels (``qwen3_rerank_core/_backends/_cpu_attention.py``): the AVX-512
+BF16 one and the AVX2 float32 one.
 
-The kernel is held to torch's SDPA: against float32 attention of the same bf16 inputs it
-must be as close as SDPA in bf16 is, on head sizes 48/64/80/96/128, 1-4 query heads a key/value
-head, with and without a prefix, for whole rows (causal) and for one query a row (the
-last layer's), on the strided layouts the lean forward passes. Where this CPU cannot run
-it (no AVX-512 BF16, no C compiler) those tests skip; the policy tests run everywhere.
+Each kernel is held to torch's SDPA: against attention of the same inputs in a wider type
+(float32 for bf16 inputs, float64 for float32 ones) it must be as close as SDPA in its
+dtype is, on head sizes 2-128 (odd ones too in float32), 1-4 query heads a key/value head,
+with and without a prefix, for whole rows (causal) and for one query a row (the last
+layer's), on the strided layouts the lean forward passes, padded and ragged. Where this CPU
+cannot run a kernel (no AVX-512 BF16, no AVX2, no C compiler) its tests skip; the policy
+tests run everywhere.
 """
 
 from __future__ import annotations
@@ -27,6 +30,11 @@ from qwen3_rerank_core.testing import cached_checkpoint, default_cache_dir  # no
 
 RUNNABLE = _cpu_attention.unrunnable_reason(torch)
 needs_kernel = pytest.mark.skipif(RUNNABLE is not None, reason=f"kernel: {RUNNABLE}")
+RUNNABLE_F32 = _cpu_attention.unrunnable_reason(torch, _cpu_attention.AVX2)
+needs_f32 = pytest.mark.skipif(RUNNABLE_F32 is not None, reason=f"float32 kernel: {RUNNABLE_F32}")
+#: Why each dtype's kernel cannot run here (``None``: it can).
+UNRUNNABLE = {torch.bfloat16: RUNNABLE, torch.float32: RUNNABLE_F32}
+BOTH = pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "f32"])
 
 
 @pytest.fixture(scope="module")
@@ -36,16 +44,39 @@ def kernel() -> Any:
     return _cpu_attention.load_kernel()
 
 
+@pytest.fixture(scope="module")
+def kernel32() -> Any:
+    if RUNNABLE_F32 is not None:
+        pytest.skip(f"float32 kernel: {RUNNABLE_F32}")
+    return _cpu_attention.load_kernel(torch.float32)
+
+
+def _kernel_of(dtype: Any) -> Any:
+    """The kernel computing in ``dtype`` (the test skips where it cannot run here)."""
+    reason = UNRUNNABLE[dtype]
+    if reason is not None:
+        pytest.skip(f"{dtype} kernel: {reason}")
+    return _cpu_attention.load_kernel(dtype)
+
+
 class Case:
     """Random bf16 attention inputs in the lean forward's layouts."""
 
     def __init__(
-        self, batch: int, heads: int, kv_heads: int, rows: int, prefix: int, dim: int, seed: int
+        self,
+        batch: int,
+        heads: int,
+        kv_heads: int,
+        rows: int,
+        prefix: int,
+        dim: int,
+        seed: int,
+        dtype: Any = torch.bfloat16,
     ) -> None:
         g = torch.Generator().manual_seed(seed)
 
         def rand(*shape: int, scale: float = 1.0) -> Any:
-            return (torch.randn(*shape, generator=g) * scale).bfloat16()
+            return (torch.randn(*shape, generator=g) * scale).to(dtype)
 
         # (batch, rows, heads, dim) seen as (batch, heads, rows, dim): the forward's views.
         self.q = rand(batch, rows, heads, dim, scale=2.0).transpose(1, 2)
@@ -87,7 +118,7 @@ class Case:
             self.scale,
             gqa=self.gqa,
             chunk=0,
-        ).float()
+        ).to(torch.float64 if dtype == torch.float64 else torch.float32)
 
 
 SHAPES = [
@@ -127,9 +158,10 @@ def test_as_close_to_float32_attention_as_sdpa_in_bf16(kernel: Any, shape: tuple
     assert (ours.float() - exact).abs().max() <= 1.25 * (sdpa - exact).abs().max() + 2e-3
 
 
-@needs_kernel
-def test_the_same_bits_on_any_number_of_threads_and_layout(kernel: Any) -> None:
-    case = Case(2, 4, 2, 45, 20, 64, seed=7)
+@BOTH
+def test_the_same_bits_on_any_number_of_threads_and_layout(dtype: Any) -> None:
+    kernel = _kernel_of(dtype)
+    case = Case(2, 4, 2, 45, 20, 64, seed=7, dtype=dtype)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -154,13 +186,14 @@ def _packed(t: Any, lengths: list[int]) -> Any:
     return torch.cat(rows)[None].transpose(1, 2)
 
 
-@needs_kernel
+@BOTH
 @pytest.mark.parametrize(("prefix", "dim"), [(0, 64), (23, 64), (23, 80), (23, 72)])
-def test_ragged_rows_give_the_padded_rows_results(kernel: Any, prefix: int, dim: int) -> None:
+def test_ragged_rows_give_the_padded_rows_results(dtype: Any, prefix: int, dim: int) -> None:
     """Rows packed one after another (the forward's ragged batches) give the same bits as
     the same rows padded to one width, for whole rows and for one query a row; rows past a
     row's length are never computed."""
-    case = Case(4, 4, 2, 41, prefix, dim, seed=5 + prefix)
+    kernel = _kernel_of(dtype)
+    case = Case(4, 4, 2, 41, prefix, dim, seed=5 + prefix, dtype=dtype)
     lengths = [41, 7, 1, 30]
     length = torch.tensor(lengths)
     start = length.cumsum(0) - length
@@ -181,7 +214,7 @@ def test_ragged_rows_give_the_padded_rows_results(kernel: Any, prefix: int, dim:
 
 
 @needs_kernel
-def test_inputs_it_does_not_take_are_left_to_sdpa(kernel: Any) -> None:
+def test_inputs_the_bf16_kernel_does_not_take_are_left_to_sdpa(kernel: Any) -> None:
     case = Case(1, 2, 1, 8, 0, 64, seed=1)
     q, k, v = case.q, case.k, case.v
     assert kernel(q.float(), k.float(), v.float(), None, None, 0.1) is None  # float32
@@ -196,15 +229,85 @@ def test_inputs_it_does_not_take_are_left_to_sdpa(kernel: Any) -> None:
     assert kernel(one, k, v, None, torch.ones(1, 1, 1, 9, dtype=torch.bool), 0.1) is None
 
 
-@needs_kernel
-def test_the_library_is_built_once_and_reused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+#: float32 shapes besides SHAPES: odd head sizes (the bf16 kernel takes pairs only), and
+#: head sizes under one vector.
+F32_SHAPES = [*SHAPES, (2, 3, 1, 13, 5, 7), (3, 4, 2, 26, 9, 33), (1, 2, 1, 5, 0, 1)]
+
+
+@needs_f32
+@pytest.mark.parametrize("shape", F32_SHAPES, ids=lambda s: "b{}-h{}-kv{}-r{}-p{}-d{}".format(*s))
+def test_f32_as_close_to_float64_attention_as_sdpa_in_float32(
+    kernel32: Any, shape: tuple[int, ...]
 ) -> None:
+    case = Case(*shape, seed=sum(shape), dtype=torch.float32)
+    for q, mask in ((case.q, None), case.last_queries()):
+        exact = case.sdpa(q, mask, torch.float64)
+        ours = kernel32(q, case.k, case.v, case.past, mask, case.scale)
+        assert ours.dtype == torch.float32 and ours.is_contiguous()
+        assert ours.shape == exact.shape
+        sdpa = case.sdpa(q, mask, torch.float32)
+        err, sdpa_err = (float((t.double() - exact).abs().max()) for t in (ours, sdpa))
+        # float32 scores of magnitude ~10 here: each carries ~1e-6 of rounding, whose
+        # order differs from SDPA's (the scale applied after the dot product, our exp).
+        assert err <= 2 * sdpa_err + 3e-6, (err, sdpa_err)
+
+
+@needs_f32
+def test_inputs_the_f32_kernel_does_not_take_are_left_to_sdpa(kernel32: Any) -> None:
+    case = Case(1, 2, 1, 8, 0, 64, seed=1, dtype=torch.float32)
+    q, k, v = case.q, case.k, case.v
+    assert kernel32(q.bfloat16(), k.bfloat16(), v.bfloat16(), None, None, 0.1) is None
+    assert kernel32(q.double(), k.double(), v.double(), None, None, 0.1) is None
+    assert kernel32(q[:, :, :4], k, v, None, None, 0.1) is None  # rows != keys, no mask
+    strided = torch.zeros(1, 2, 8, 128)[..., ::2]  # head dim strided
+    assert kernel32(strided, k, v, None, None, 0.1) is None
+    wrong_past = torch.zeros(1, 2, 3, 64)  # 2 kv heads, not 1
+    assert kernel32(q, k, v, (wrong_past, wrong_past), None, 0.1) is None
+    one = q[:, :, :1]
+    assert kernel32(one, k, v, None, torch.ones(1, 1, 1, 9, dtype=torch.bool), 0.1) is None
+    odd = torch.randn(1, 2, 8, 9)  # an odd head size: taken in float32
+    assert kernel32(odd, odd[:, :1], odd[:, :1], None, None, 0.1).shape == (1, 8, 2, 9)
+
+
+def test_policy_float32_kernel_on_avx2_cpus_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The float32 kernel runs where torch's CPU capability is AVX2 (where it was
+    measured); SDPA on AVX-512 CPUs, and none at all without AVX2."""
+    capability = {"now": "AVX2"}
+    monkeypatch.delenv("QWEN3_RERANK_CPU_ATTENTION", raising=False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability["now"])
+    monkeypatch.setattr(_cpu_attention.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(_cpu_attention.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(_cpu_attention.shutil, "which", lambda name: "/usr/bin/cc")
+    assert _cpu_attention.unavailable_reason(torch, torch.float32) is None
+    capability["now"] = "AVX512"
+    assert "AVX512, not AVX2" in str(_cpu_attention.unavailable_reason(torch, torch.float32))
+    assert _cpu_attention.unrunnable_reason(torch, _cpu_attention.AVX2) is None  # can run
+    capability["now"] = "DEFAULT"
+    assert "no AVX2" in str(_cpu_attention.unavailable_reason(torch, torch.float32))
+    capability["now"] = "AVX2"
+    monkeypatch.setenv("QWEN3_RERANK_CPU_ATTENTION", "sdpa")
+    assert _cpu_attention.unavailable_reason(torch, torch.float32) == (
+        "QWEN3_RERANK_CPU_ATTENTION=sdpa"
+    )
+    assert "float16" in str(_cpu_attention.unavailable_reason(torch, torch.float16))
+    assert _cpu_attention.cpu_attention.__wrapped__(torch.float16) is None
+    with pytest.raises(ValueError, match="float16"):
+        _cpu_attention.load_kernel(torch.float16)
+
+
+@BOTH
+def test_the_library_is_built_once_and_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dtype: Any
+) -> None:
+    if UNRUNNABLE[dtype] is not None:
+        pytest.skip(f"{dtype} kernel: {UNRUNNABLE[dtype]}")
+    library = _cpu_attention.AVX512 if dtype == torch.bfloat16 else _cpu_attention.AVX2
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    first = _cpu_attention._build()
+    first = _cpu_attention._build(library)
+    assert first.name.startswith(f"kernels-{library.name}-")
     assert first.parent == tmp_path / "qwen3-rerank" / "kernels" and first.exists()
     stamp = first.stat().st_mtime_ns
-    assert _cpu_attention._build() == first and first.stat().st_mtime_ns == stamp
+    assert _cpu_attention._build(library) == first and first.stat().st_mtime_ns == stamp
     assert not list(first.parent.glob("*.partial"))
 
 
@@ -250,11 +353,13 @@ def test_a_failed_build_warns_and_leaves_sdpa(
     def broken() -> Any:
         raise subprocess.CalledProcessError(1, ["cc"], stderr="cc: error: bad flag (test)")
 
-    monkeypatch.setattr(_cpu_attention, "unavailable_reason", lambda torch: None)
-    monkeypatch.setattr(_cpu_attention, "_build", broken)
-    with caplog.at_level(logging.WARNING, logger="qwen3_rerank_core"):
-        assert _cpu_attention.cpu_attention.__wrapped__() is None
-    assert "could not be built: cc: error: bad flag (test)" in caplog.text
+    monkeypatch.setattr(_cpu_attention, "unavailable_reason", lambda torch, dtype=None: None)
+    monkeypatch.setattr(_cpu_attention, "_build", lambda library: broken())
+    for dtype in (torch.bfloat16, torch.float32):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="qwen3_rerank_core"):
+            assert _cpu_attention.cpu_attention.__wrapped__(dtype) is None
+        assert "could not be built: cc: error: bad flag (test)" in caplog.text
 
 
 def _documents(n: int, seed: int) -> list[str]:
@@ -281,7 +386,7 @@ def test_the_lean_forward_on_the_kernel_is_as_close_to_the_recipe_as_on_sdpa(
     one query a row); on a CPU with AMX, where the policy keeps SDPA, the kernel is forced."""
     if compile and _lean_ops.missing_cpp_compiler() is not None:
         pytest.skip("compile=True needs a C++ compiler")
-    monkeypatch.setattr(_lean_ops, "cpu_attention", lambda: kernel)
+    monkeypatch.setattr(_lean_ops, "cpu_attention", lambda dtype: kernel)
     config = {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 3, **shape}
     folder = cached_checkpoint(config, dtype="bfloat16", cache_dir=default_cache_dir())
     query, docs = "Which city is the capital of China?", _documents(20, seed=len(shape))
@@ -299,9 +404,9 @@ def test_the_lean_forward_on_the_kernel_is_as_close_to_the_recipe_as_on_sdpa(
     assert sum(dev) / len(dev) <= 1.25 * sum(sdpa_dev) / len(sdpa_dev) + 1e-4
 
 
-@needs_kernel
+@BOTH
 def test_the_forward_runs_ragged_batches_on_the_kernel_unpadded(
-    kernel: Any, monkeypatch: pytest.MonkeyPatch
+    dtype: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A batch of very different lengths (ragged) reaches the kernel unpadded, every layer,
     and its hidden states match the same batch run padded (products on other row counts:
@@ -310,11 +415,12 @@ def test_the_forward_runs_ragged_batches_on_the_kernel_unpadded(
 
     from qwen3_rerank_core._backends import _lean
 
-    monkeypatch.setattr(_lean_ops, "cpu_attention", lambda: kernel)
-    monkeypatch.setattr(_lean, "cpu_attention", lambda: kernel)
+    kernel = _kernel_of(dtype)
+    monkeypatch.setattr(_lean_ops, "cpu_attention", lambda dtype: kernel)
+    monkeypatch.setattr(_lean, "cpu_attention", lambda dtype: kernel)
     config = {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 3, **GQA4_D64}
     folder = cached_checkpoint(config, dtype="bfloat16", cache_dir=default_cache_dir())
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.bfloat16).eval()
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype).eval()
     lean = _lean.LeanForward(model.model)
     assert lean.cpu_kernel
     g = torch.Generator().manual_seed(3)
@@ -333,4 +439,41 @@ def test_the_forward_runs_ragged_batches_on_the_kernel_unpadded(
     monkeypatch.setattr(_lean, "RAGGED_MIN_PADDING", 1.01)  # never ragged
     padded = lean.last_hidden(rows, prefix, pad_id=0)
     assert len(calls) == 3
-    torch.testing.assert_close(ragged, padded, rtol=2e-2, atol=2e-2)
+    tolerance = 2e-2 if dtype == torch.bfloat16 else 1e-4
+    torch.testing.assert_close(ragged, padded, rtol=tolerance, atol=tolerance)
+
+
+@needs_f32
+@pytest.mark.parametrize(
+    ("shape", "compile"),
+    [(GQA4_D64, False), (GQA2_D128, False), (GQA4_D64, True)],
+    ids=["gqa4-d64-eager", "gqa2-d128-eager", "gqa4-d64-compiled"],
+)
+def test_the_float32_forward_on_the_kernel_keeps_parity_with_the_recipe(
+    kernel32: Any, monkeypatch: pytest.MonkeyPatch, shape: dict[str, int], compile: bool
+) -> None:
+    """float32 scores with attention on the AVX2 kernel (forced on where the policy keeps
+    SDPA: an AVX-512 CPU) match the float32 recipe to 1e-5, the parity promise: prefix
+    reuse, ragged and padded batches, the last layer's one query a row."""
+    from qwen3_rerank_core._backends import _lean
+
+    if compile and _lean_ops.missing_cpp_compiler() is not None:
+        pytest.skip("compile=True needs a C++ compiler")
+    calls: list[bool] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        out = kernel32(*args, **kwargs)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(_lean_ops, "cpu_attention", lambda dtype: counted)
+    monkeypatch.setattr(_lean, "cpu_attention", lambda dtype: counted)
+    config = {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 3, **shape}
+    folder = cached_checkpoint(config, dtype="float32", cache_dir=default_cache_dir())
+    query, docs = "Which city is the capital of China?", _documents(20, seed=len(shape))
+    exact = OfficialRecipe(folder).score(query, docs)
+    with Qwen3Reranker(model=str(folder), device="cpu", dtype="float32", compile=compile) as rr:
+        assert rr._get_backend()._lean.cpu_kernel  # type: ignore[attr-defined]
+        ours = rr.score(query, docs)
+    assert calls and all(calls)  # every attention call on the kernel
+    assert max(abs(a - b) for a, b in zip(ours, exact, strict=True)) <= 1e-5

@@ -260,7 +260,7 @@ def test_the_bf16_forward_with_the_steps_is_as_close_to_float32_as_with_torch(
         for name, p in model.named_parameters():
             if "norm" in name:
                 p.copy_(torch.rand(p.shape, generator=g) * 1.5 + 0.25)
-    kernel_on = lambda: _cpu_attention.load_kernel()  # noqa: E731
+    kernel_on = lambda dtype: _cpu_attention.load_kernel(dtype)  # noqa: E731
     monkeypatch.setattr(_lean, "cpu_attention", kernel_on)
     _, exact = _hidden(model, monkeypatch, None, torch.float32)
     counting = _Counting(steps)

@@ -118,7 +118,7 @@ def test_cpu_default_follows_a_bf16_checkpoint_where_native(
     if native and not cpu_computes_bf16(torch):
         # The probe is faked below: keep our AVX-512 kernels (built for the CPU the probe
         # describes) off this CPU, which would raise SIGILL in them.
-        monkeypatch.setattr(_lean, "cpu_attention", lambda: None)
+        monkeypatch.setattr(_lean, "cpu_attention", lambda dtype: None)
         monkeypatch.setattr(_lean, "cpu_elementwise", lambda: None)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)

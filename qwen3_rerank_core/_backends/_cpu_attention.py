@@ -1,28 +1,35 @@
-"""Causal attention in bfloat16 on CPUs with AVX-512 BF16 and no AMX: our own kernel.
+"""Causal attention on the CPU: our own kernels, in bfloat16 (AVX-512 BF16) and in float32
+(AVX2).
 
-torch's CPU flash-attention kernel reaches 50-130 GFLOP/s in bf16 on such a CPU (an AMD
-EPYC Zen 4 VM, 2 threads) against ~420 for a bf16 matrix product, and attention is a
-fifth to two fifths of a reranker's call there (``docs/benchmarks.md``). The C kernel
-beside this module (``_attention_avx512.c``) computes the same attention with the
-CPU's bf16 dot-product instruction (VDPBF16PS, float32 accumulation), float32 scores and
-softmax, the softmax weights rounded to bf16 for the product with the values as torch's
-kernel does: 2.3-3.7x faster on the shapes measured, reading the query prefix's keys and
-values in place instead of copying them beside each row's.
+bfloat16: torch's CPU flash-attention kernel reaches 50-130 GFLOP/s in bf16 on a CPU with
+AVX-512 BF16 and no AMX (an AMD EPYC Zen 4 VM, 2 threads) against ~420 for a bf16 matrix
+product, and attention is a fifth to two fifths of a reranker's call there
+(``docs/benchmarks.md``). The C kernel ``_attention_avx512.c`` computes the same attention
+with the CPU's bf16 dot-product instruction (VDPBF16PS, float32 accumulation), float32
+scores and softmax, the softmax weights rounded to bf16 for the product with the values as
+torch's kernel does: 2.3-3.7x faster on the shapes measured, reading the query prefix's
+keys and values in place instead of copying them beside each row's.
 
-It is built, with the element-wise steps of :mod:`._cpu_elementwise` (one library,
-:func:`kernel_library`), with the system's C compiler at first use (about half a second),
-kept in
-``$XDG_CACHE_HOME/qwen3-rerank/kernels`` (``~/.cache/...``) under the hash of its sources
-and flags, and loaded with :mod:`ctypes`. :func:`cpu_attention` returns ``None``, and
-the lean forward keeps SDPA, wherever it does not apply: another architecture than
-x86-64 Linux, a CPU without AVX-512 BF16, a CPU with AMX (where torch's kernel uses it;
-ours was not measured there), no C compiler or a failed build (a warning), or
-``QWEN3_RERANK_CPU_ATTENTION=sdpa`` in the environment.
+float32: on a CPU whose best vector extension is AVX2 (most x86 CPUs users run: there the
+precision policy runs float32), ``_attention_avx2.c`` computes it all in float32 with
+AVX2 fused multiply-adds, in register tiles as a matrix product's, reading the prefix in
+place and ragged rows unpadded (SDPA needs each row's copy of the prefix and rows of one
+width). Measured by ``benchmarks/attention_kernel.py --dtype float32``.
+
+Each is built (the bf16 one with the element-wise steps of :mod:`._cpu_elementwise`: one
+library, :func:`kernel_library`) with the system's C compiler at first use (about half a
+second), kept in ``$XDG_CACHE_HOME/qwen3-rerank/kernels`` (``~/.cache/...``) under the hash
+of its sources and flags, and loaded with :mod:`ctypes`. :func:`cpu_attention` returns
+``None``, and the lean forward keeps SDPA, wherever its kernel does not apply: another
+architecture than x86-64 Linux, in bf16 a CPU without AVX-512 BF16 or one with AMX (where
+torch's kernel uses it; ours was not measured there), in float32 a CPU whose torch
+capability is not AVX2 (AVX-512 ones: not measured), no C compiler or a failed build (a
+warning), or ``QWEN3_RERANK_CPU_ATTENTION=sdpa`` in the environment.
 
 Example::
 
     >>> import torch
-    >>> attend = cpu_attention()
+    >>> attend = cpu_attention(torch.bfloat16)
     >>> if attend is not None:  # this CPU runs it
     ...     q = torch.randn(1, 2, 5, 64).bfloat16()  # (batch, heads, rows, head_dim)
     ...     k = v = torch.randn(1, 1, 5, 64).bfloat16()  # (batch, kv_heads, rows, head_dim)
@@ -48,7 +55,10 @@ from typing import Any
 from .._precision import cpu_has
 
 __all__ = [
+    "AVX2",
+    "AVX512",
     "CpuAttention",
+    "Library",
     "cpu_attention",
     "kernel_library",
     "library_unavailable_reason",
@@ -59,52 +69,87 @@ __all__ = [
 
 logger = logging.getLogger("qwen3_rerank_core")
 
-_SOURCE = Path(__file__).with_name("_attention_avx512.c")
-#: The library's sources: the attention kernel and the element-wise steps
-#: (:mod:`._cpu_elementwise`), built together.
-_SOURCES = (_SOURCE, Path(__file__).with_name("_elementwise_avx512.c"))
-#: The header both include (part of the build's key).
-_HEADER = Path(__file__).with_name("_avx512_common.h")
-_FLAGS = (
-    "-O3",
-    "-mavx512f",
-    "-mavx512bw",
-    "-mavx512vl",
-    "-mavx512bf16",
-    "-fno-strict-aliasing",
-    "-fPIC",
-    "-shared",
-    "-fopenmp",
-)
+_HERE = Path(__file__).parent
 _ENV = "QWEN3_RERANK_CPU_ATTENTION"
+
+
+@dataclass(frozen=True)
+class Library:
+    """One shared library of our C kernels: what it is built from and how."""
+
+    name: str
+    """Its name in the cache folder (``kernels-{name}-{key}.so``) and in messages."""
+    sources: tuple[Path, ...]
+    headers: tuple[Path, ...]
+    """The headers its sources include (part of the build's key)."""
+    flags: tuple[str, ...]
+    attention: str
+    """The attention kernel's symbol."""
+
+
+_COMMON_FLAGS = ("-O3", "-fno-strict-aliasing", "-fPIC", "-shared", "-fopenmp")
+#: The bf16 kernels: attention and the element-wise steps (:mod:`._cpu_elementwise`).
+AVX512 = Library(
+    name="avx512",
+    sources=(_HERE / "_attention_avx512.c", _HERE / "_elementwise_avx512.c"),
+    headers=(_HERE / "_avx512_common.h",),
+    flags=("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", *_COMMON_FLAGS),
+    attention="qwen3_rerank_attention_bf16",
+)
+#: The float32 attention kernel.
+AVX2 = Library(
+    name="avx2",
+    sources=(_HERE / "_attention_avx2.c",),
+    headers=(),
+    flags=("-mavx2", "-mfma", *_COMMON_FLAGS),
+    attention="qwen3_rerank_attention_f32",
+)
 
 #: ``attend(q, k, v, past, seen, scale, ragged=None)``: see :func:`load_kernel`.
 CpuAttention = Callable[..., Any]
 
 
-def unavailable_reason(torch: Any) -> str | None:
-    """Why the lean forward keeps torch's SDPA in this process, or ``None`` when it runs
-    the kernel (if it builds)."""
+def _library_for(torch: Any, dtype: Any) -> Library | None:
+    """The library whose attention kernel computes in ``dtype`` (``None``: bf16), if any."""
+    if dtype is None or dtype == torch.bfloat16:
+        return AVX512
+    return AVX2 if dtype == torch.float32 else None
+
+
+def unavailable_reason(torch: Any, dtype: Any = None) -> str | None:
+    """Why the lean forward keeps torch's SDPA for attention in ``dtype`` (``None``:
+    bfloat16) in this process, or ``None`` when it runs our kernel (if it builds)."""
+    library = _library_for(torch, dtype)
+    if library is None:
+        return f"no CPU attention kernel computes in {dtype}"
+    if library is AVX2:
+        reason = library_unavailable_reason(torch, AVX2)
+        capability = str(torch.backends.cpu.get_cpu_capability())
+        if reason is None and capability != "AVX2":
+            return f"torch's CPU capability is {capability}, not AVX2 (where ours is measured)"
+        return reason
     reason = library_unavailable_reason(torch)
     if reason is None and cpu_has(torch, "_is_amx_tile_supported"):
         return "this CPU has AMX, which torch's attention kernel uses"
     return reason
 
 
-def library_unavailable_reason(torch: Any) -> str | None:
-    """Why the lean forward uses none of this library in this process (attention nor the
-    element-wise steps), or ``None``."""
+def library_unavailable_reason(torch: Any, library: Library = AVX512) -> str | None:
+    """Why the lean forward uses none of ``library`` in this process (of the AVX-512 one:
+    attention nor the element-wise steps), or ``None``."""
     if os.environ.get(_ENV, "").strip().lower() == "sdpa":
         return f"{_ENV}=sdpa"
-    return unrunnable_reason(torch)
+    return unrunnable_reason(torch, library)
 
 
-def unrunnable_reason(torch: Any) -> str | None:
-    """Why the kernel cannot be built or run here at all, or ``None``."""
+def unrunnable_reason(torch: Any, library: Library = AVX512) -> str | None:
+    """Why ``library`` cannot be built or run here at all, or ``None``."""
     if platform.system() != "Linux" or platform.machine().lower() not in ("x86_64", "amd64"):
         return f"not x86-64 Linux ({platform.system()} {platform.machine()})"
-    if not cpu_has(torch, "_is_avx512_bf16_supported"):
+    if library is AVX512 and not cpu_has(torch, "_is_avx512_bf16_supported"):
         return "this CPU has no AVX-512 BF16"
+    if library is AVX2 and str(torch.backends.cpu.get_cpu_capability()) == "DEFAULT":
+        return "this CPU has no AVX2 and FMA"
     if shutil.which(_compiler()) is None:
         return f"no C compiler ({_compiler()!r} not found; set CC)"
     return None
@@ -119,49 +164,50 @@ def _cache_dir() -> Path:
     return Path(base) / "qwen3-rerank" / "kernels"
 
 
-def _build() -> Path:
+def _build(library: Library = AVX512) -> Path:
     """The shared library, built once per source, compiler and flags (atomic rename), in
     the cache folder, or in a new temporary folder where that one cannot be written."""
-    source = b"".join(path.read_bytes() for path in (*_SOURCES, _HEADER))
-    key = hashlib.sha256(source + " ".join((_compiler(), *_FLAGS)).encode()).hexdigest()[:16]
-    name = f"kernels-avx512-{key}.so"
+    source = b"".join(path.read_bytes() for path in (*library.sources, *library.headers))
+    key = hashlib.sha256(source + " ".join((_compiler(), *library.flags)).encode()).hexdigest()
+    name = f"kernels-{library.name}-{key[:16]}.so"
     cached = _cache_dir() / name
     if cached.exists():
         return cached
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        return _compile_into(cached)
+        return _compile_into(cached, library)
     except OSError:  # not writable (or not a folder): build where this process can write
-        return _compile_into(Path(tempfile.mkdtemp(prefix="qwen3-rerank-kernels-")) / name)
+        folder = Path(tempfile.mkdtemp(prefix="qwen3-rerank-kernels-"))
+        return _compile_into(folder / name, library)
 
 
-def _compile_into(library: Path) -> Path:
-    fd, partial = tempfile.mkstemp(dir=library.parent, suffix=".so.partial")
+def _compile_into(target: Path, library: Library) -> Path:
+    fd, partial = tempfile.mkstemp(dir=target.parent, suffix=".so.partial")
     os.close(fd)
     try:
         subprocess.run(
-            [_compiler(), *_FLAGS, "-o", partial, *map(str, _SOURCES)],
+            [_compiler(), *library.flags, "-o", partial, *map(str, library.sources)],
             check=True,
             capture_output=True,
             text=True,
             timeout=120,
         )
-        os.replace(partial, library)
+        os.replace(partial, target)
     finally:
         if os.path.exists(partial):
             os.unlink(partial)
-    return library
+    return target
 
 
-def kernel_library() -> Any:
-    """The kernels' library (:class:`ctypes.CDLL`; built if needed), whatever the policy of
+def kernel_library(library: Library = AVX512) -> Any:
+    """``library`` loaded (:class:`ctypes.CDLL`; built if needed), whatever the policy of
     :func:`unavailable_reason`; raises ``OSError`` or ``subprocess.SubprocessError`` when
     it cannot be built or loaded."""
-    return ctypes.CDLL(str(_build()))
+    return ctypes.CDLL(str(_build(library)))
 
 
-def _attention_function(lib: Any) -> Any:
-    fn = lib.qwen3_rerank_attention_bf16
+def _attention_function(lib: Any, symbol: str) -> Any:
+    fn = getattr(lib, symbol)
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     fn.restype = ctypes.c_int
     fn.argtypes = [
@@ -175,19 +221,20 @@ def _attention_function(lib: Any) -> Any:
     return fn
 
 
-def load_kernel() -> CpuAttention:
-    """The kernel as ``attend(q, k, v, past, seen, scale, ragged=None)`` (built if needed), whatever
-    the policy of :func:`unavailable_reason`; raises ``OSError`` or
-    ``subprocess.SubprocessError`` when it cannot be built or loaded.
+def load_kernel(dtype: Any = None) -> CpuAttention:
+    """The kernel computing in ``dtype`` (bfloat16, the default, or float32) as ``attend(q,
+    k, v, past, seen, scale, ragged=None)`` (built if needed), whatever the policy of
+    :func:`unavailable_reason`; raises ``OSError`` or ``subprocess.SubprocessError`` when
+    it cannot be built or loaded, ``ValueError`` for another dtype.
 
     ``q``: ``(batch, heads, rows, head_dim)``; ``k``, ``v``: the rows' own keys and values,
     ``(batch, kv_heads, rows_kv, head_dim)``; ``past``: the prefix's ``(key, value)``,
-    each ``(1, kv_heads, prefix, head_dim)``, or ``None``; all bf16 on the CPU, the head
-    dimension contiguous and even (else ``attend`` returns ``None``: use SDPA). ``seen``:
-    ``None`` for causal attention of rows that follow the prefix (``rows == rows_kv``), or,
-    for one query a row (``rows == 1``), a ``(batch, 1, 1, prefix + rows_kv)`` mask that is
-    ``True`` on the first keys of each row (the keys up to its last position). Returns
-    ``(batch, rows, heads, head_dim)``, contiguous.
+    each ``(1, kv_heads, prefix, head_dim)``, or ``None``; all in ``dtype`` on the CPU, the
+    head dimension contiguous (and, in bf16, even), else ``attend`` returns ``None``: use
+    SDPA. ``seen``: ``None`` for causal attention of rows that follow the prefix (``rows ==
+    rows_kv``), or, for one query a row (``rows == 1``), a ``(batch, 1, 1, prefix +
+    rows_kv)`` mask that is ``True`` on the first keys of each row (the keys up to its last
+    position). Returns ``(batch, rows, heads, head_dim)`` in ``dtype``, contiguous.
 
     ``ragged``: ``(start, length)``, int64 ``(batch,)`` each: the rows' own tokens are packed
     one row after another (row ``b``: ``start[b] .. start[b] + length[b] - 1``), ``k`` and
@@ -198,29 +245,39 @@ def load_kernel() -> CpuAttention:
     """
     import torch
 
-    return functools.partial(_attend, _attention_function(kernel_library()), torch)
+    library = _library_for(torch, dtype)
+    if library is None:
+        raise ValueError(f"no CPU attention kernel computes in {dtype}")
+    kernel_dtype = torch.float32 if library is AVX2 else torch.bfloat16
+    fn = _attention_function(kernel_library(library), library.attention)
+    return functools.partial(_attend, fn, torch, kernel_dtype)
 
 
 @functools.cache
-def cpu_attention() -> CpuAttention | None:
-    """:func:`load_kernel` where the lean forward uses it, else ``None`` (logged once,
-    with the reason; a failed build as a warning)."""
+def cpu_attention(dtype: Any) -> CpuAttention | None:
+    """:func:`load_kernel` of ``dtype`` where the lean forward uses it, else ``None`` (logged
+    once a dtype, with the reason; a failed build as a warning)."""
     import torch
 
-    reason = unavailable_reason(torch)
-    if reason is not None:
-        logger.debug("attention: torch's SDPA (%s)", reason)
+    library = _library_for(torch, dtype)
+    reason = unavailable_reason(torch, dtype)
+    if library is None or reason is not None:
+        logger.debug("attention in %s: torch's SDPA (%s)", dtype, reason)
         return None
     try:
-        kernel = load_kernel()
+        kernel = load_kernel(dtype)
     except (OSError, subprocess.SubprocessError) as exc:
         detail = getattr(exc, "stderr", None) or str(exc)
         logger.warning(
-            "attention: torch's SDPA; the AVX-512 BF16 kernel could not be built: %s",
+            "attention in %s: torch's SDPA; our %s kernel could not be built: %s",
+            dtype,
+            library.name,
             detail.strip()[-500:],
         )
         return None
-    logger.debug("attention: the AVX-512 BF16 kernel (%s)", _SOURCE.name)
+    logger.debug(
+        "attention in %s: our %s kernel (%s)", dtype, library.name, library.sources[0].name
+    )
     return kernel
 
 
@@ -265,7 +322,7 @@ def _padded_layout(torch: Any, q: Any, k: Any, seen: Any | None, n_past: int) ->
         return None
     else:
         last = seen.reshape(batch, -1).sum(dim=1, dtype=torch.int64) - (n_past + 1)
-    out = torch.empty(batch, rows, heads, dim, dtype=torch.bfloat16)
+    out = torch.empty(batch, rows, heads, dim, dtype=q.dtype)
     return _Layout(batch, rows, own, out, last)
 
 
@@ -283,17 +340,18 @@ def _ragged_layout(
     if seen is None:
         if q.shape != (1, heads, tokens, dim):
             return None
-        out = torch.empty(1, tokens, heads, dim, dtype=torch.bfloat16)
+        out = torch.empty(1, tokens, heads, dim, dtype=q.dtype)
         return _Layout(batch, longest, longest, out, None, start, length, ragged_q=True)
     if q.shape != (batch, heads, 1, dim):
         return None
-    out = torch.empty(batch, 1, heads, dim, dtype=torch.bfloat16)
+    out = torch.empty(batch, 1, heads, dim, dtype=q.dtype)
     return _Layout(batch, 1, longest, out, length - 1, start, length)
 
 
 def _attend(
     fn: Any,
     torch: Any,
+    dtype: Any,
     q: Any,
     k: Any,
     v: Any,
@@ -303,12 +361,11 @@ def _attend(
     ragged: tuple[Any, Any] | None = None,
 ) -> Any | None:
     tensors = [q, k, v, *(past or ())]
-    if any(
-        t.dtype != torch.bfloat16 or t.device.type != "cpu" or t.stride(-1) != 1 for t in tensors
-    ):
+    if any(t.dtype != dtype or t.device.type != "cpu" or t.stride(-1) != 1 for t in tensors):
         return None
     heads, dim, kv_heads = q.shape[1], q.shape[3], k.shape[1]
-    if dim % 2 or heads % kv_heads or v.shape != k.shape:
+    pairs = dtype == torch.bfloat16  # the bf16 kernel takes head dimensions in pairs
+    if dim == 0 or (pairs and dim % 2) or heads % kv_heads or v.shape != k.shape:
         return None
     n_past = 0 if past is None else past[0].shape[2]
     for t in past or ():
@@ -335,5 +392,5 @@ def _attend(
         *(int(layout.ragged_q), torch.get_num_threads()),
     )
     if rc != 0:
-        raise RuntimeError(f"the AVX-512 BF16 attention kernel failed (code {rc})")
+        raise RuntimeError(f"our {dtype} CPU attention kernel failed (code {rc})")
     return out

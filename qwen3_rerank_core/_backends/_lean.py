@@ -418,10 +418,12 @@ class LeanForward:
         # SiLU and the gated product fused into the packed products where oneDNN can.
         self._swiglu = self.packed and self._silu and swiglu_fusable(weight.dtype)
         self._chunk = self._attention_chunk(weight.device)
-        bf16_cpu = weight.device.type == "cpu" and weight.dtype == torch.bfloat16
-        self.cpu_kernel = bf16_cpu and cpu_attention() is not None
-        """Whether attention runs on our AVX-512 BF16 kernel (bf16 on a CPU where
-        :func:`~._cpu_attention.cpu_attention` applies), else on torch's SDPA."""
+        on_cpu = weight.device.type == "cpu"
+        bf16_cpu = on_cpu and weight.dtype == torch.bfloat16
+        self.cpu_kernel = on_cpu and cpu_attention(weight.dtype) is not None
+        """Whether attention runs on our CPU kernel of this dtype (bf16 on AVX-512 BF16,
+        float32 on AVX2: where :func:`~._cpu_attention.cpu_attention` applies), else on
+        torch's SDPA."""
         self._steps: CpuElementwise | None = cpu_elementwise() if bf16_cpu else None
         """The element-wise steps in C, in bf16 on a CPU where our kernels' library runs
         (:func:`~._cpu_elementwise.cpu_elementwise`; eager only: compiled, the compiler

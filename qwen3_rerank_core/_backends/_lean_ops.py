@@ -130,7 +130,7 @@ def attend(
     import torch
 
     if kernel:
-        fast = cpu_attention()
+        fast = cpu_attention(q.dtype)
         past = None if past_k is None else (past_k, past_v)
         out = None if fast is None else fast(q, k, v, past, mask, scale)
         if out is not None:
@@ -157,7 +157,7 @@ def attend_ragged(
     each row's first token and token count), on our CPU kernel
     (:func:`~._cpu_attention.load_kernel`'s ``ragged``), or ``None`` where it does not
     run them (the caller pads the rows and calls :func:`attend`)."""
-    fast = cpu_attention()
+    fast = cpu_attention(q.dtype)
     if fast is None:
         return None
     return fast(q, k, v, past, mask, scale, ragged=(start, length))

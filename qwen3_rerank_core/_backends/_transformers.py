@@ -421,7 +421,7 @@ class TransformersBackend(Backend):
             return "left-padded batches"
         weights = "oneDNN packed weights" if self._lean.packed else "dense weights"
         compiled = ", compiled (torch.compile, at the first calls)" if self._lean.compiled else ""
-        kernel = ", attention on the AVX-512 BF16 kernel" if self._lean.cpu_kernel else ""
+        kernel = ", attention on our CPU kernel" if self._lean.cpu_kernel else ""
         steps = ", element-wise steps in C" if self._lean.cpu_steps else ""
         return f"lean forward, {weights}{kernel}{steps}{compiled}"
 
