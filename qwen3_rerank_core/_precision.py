@@ -48,6 +48,7 @@ __all__ = [
     "Hardware",
     "checkpoint_dtype",
     "choose_dtype",
+    "cpu_capability",
     "cpu_computes_bf16",
     "cpu_has",
     "planned_dtype",
@@ -100,6 +101,13 @@ def cpu_has(torch: Any, probe: str) -> bool:
         return bool(check()) if check is not None else False
     except RuntimeError:  # pragma: no cover - a torch build without the probe
         return False
+
+
+def cpu_capability(torch: Any) -> str:
+    """The vector extension torch's CPU kernels dispatch to here: ``"AVX2"`` on an x86
+    CPU whose best is AVX2 (and FMA), ``"AVX512"`` with AVX-512, ``"DEFAULT"`` without
+    either or on other architectures (some builds name others, e.g. ``"ZVECTOR"``)."""
+    return str(torch.backends.cpu.get_cpu_capability())
 
 
 def cpu_computes_bf16(torch: Any) -> bool:

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._precision import cpu_has
+from .._precision import cpu_capability, cpu_has
 
 __all__ = [
     "AVX2",
@@ -124,7 +124,7 @@ def unavailable_reason(torch: Any, dtype: Any = None) -> str | None:
         return f"no CPU attention kernel computes in {dtype}"
     if library is AVX2:
         reason = library_unavailable_reason(torch, AVX2)
-        capability = str(torch.backends.cpu.get_cpu_capability())
+        capability = cpu_capability(torch)
         if reason is None and capability != "AVX2":
             return f"torch's CPU capability is {capability}, not AVX2 (where ours is measured)"
         return reason
@@ -148,7 +148,7 @@ def unrunnable_reason(torch: Any, library: Library = AVX512) -> str | None:
         return f"not x86-64 Linux ({platform.system()} {platform.machine()})"
     if library is AVX512 and not cpu_has(torch, "_is_avx512_bf16_supported"):
         return "this CPU has no AVX-512 BF16"
-    if library is AVX2 and str(torch.backends.cpu.get_cpu_capability()) == "DEFAULT":
+    if library is AVX2 and cpu_capability(torch) == "DEFAULT":
         return "this CPU has no AVX2 and FMA"
     if shutil.which(_compiler()) is None:
         return f"no C compiler ({_compiler()!r} not found; set CC)"

@@ -63,6 +63,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .._precision import cpu_capability
 from ._cpu_attention import cpu_attention
 from ._cpu_elementwise import CpuElementwise, cpu_elementwise
 from ._lean_ops import attend, attend_ragged, compiled, packed_linear, swiglu
@@ -321,7 +322,7 @@ def onednn_preferred(dtype: Any) -> bool:
 
     if dtype != torch.float32:
         return True
-    return str(torch.backends.cpu.get_cpu_capability()) != "AVX2"
+    return cpu_capability(torch) != "AVX2"
 
 
 @dataclass(frozen=True)
