@@ -6,9 +6,11 @@ timing of two ways of scoring it."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +118,53 @@ def interleaved(
             call(name)
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+@dataclass(frozen=True)
+class Race:
+    """What :func:`race` measured."""
+
+    medians: dict[str, float]
+    """Median seconds of a call, by backend name (and ``"peer"`` where one took turns)."""
+    max_diff: float
+    """Largest score difference between the two backends."""
+
+
+def race(
+    backends: dict[str, Any],
+    groups: list[tuple[str, list[str]]],
+    rounds: int,
+    peer: Callable[[], object] | None = None,
+) -> Race:
+    """Score ``groups`` with the two ``backends`` (and ``peer()``, where given) ``rounds``
+    times each, alternating their order, after one warmup call each."""
+    first, second = backends
+    score, scores = scorer(backends, groups)
+
+    def call(name: str) -> None:
+        if name == "peer" and peer is not None:
+            peer()
+        else:
+            score(name)
+
+    names = (first, second, "peer") if peer is not None else (first, second)
+    for name in names:
+        call(name)
+    medians = interleaved(call, names, rounds)
+    return Race(medians, largest_difference(scores[first], scores[second]))
+
+
+@contextlib.contextmanager
+def st_peer(folder: str, dtype: Any, workload: Any) -> Iterator[Callable[[], object]]:
+    """A call of sentence-transformers' ``CrossEncoder`` on ``workload``, loaded as the
+    benchmark's ``st`` contender loads it, pinned to ``dtype`` (its folder removed on exit)."""
+    from contenders import STContender
+
+    name = str(dtype).removeprefix("torch.")
+    spec = {"model_dir": folder, "device": "cpu", "dtype": name, "max_length": workload.max_length}
+    contender = STContender(spec)
+    contender.load()
+    try:
+        yield lambda: contender.score(workload)
+    finally:
+        contender.close()

@@ -25,7 +25,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import ab
-from pack_ab import st_peer
 
 
 @dataclass(frozen=True)
@@ -55,20 +54,9 @@ def compare(
 ) -> Comparison:
     """Score ``groups`` with the ``kernel`` and ``sdpa`` backends (and ``peer()``, where
     given) ``rounds`` times each, alternating their order, after one warmup call each."""
-    score, scores = ab.scorer({"kernel": kernel, "sdpa": sdpa}, groups)
-
-    def call(name: str) -> None:
-        if name == "peer" and peer is not None:
-            peer()
-        else:
-            score(name)
-
-    names = ("kernel", "sdpa", "peer") if peer is not None else ("kernel", "sdpa")
-    for name in names:
-        call(name)
-    medians = ab.interleaved(call, names, rounds)
-    diff = ab.largest_difference(scores["kernel"], scores["sdpa"])
-    return Comparison(medians["kernel"], medians["sdpa"], diff, medians.get("peer"))
+    race = ab.race({"kernel": kernel, "sdpa": sdpa}, groups, rounds, peer)
+    medians = race.medians
+    return Comparison(medians["kernel"], medians["sdpa"], race.max_diff, medians.get("peer"))
 
 
 def main() -> int:
@@ -95,7 +83,7 @@ def main() -> int:
     workload = ab.first_query_workload(args.workload, kernel._tokenizer, args.docs_scale)
     dtype = kernel._lean._dtype
     with contextlib.ExitStack() as stack:
-        peer = stack.enter_context(st_peer(folder, dtype, workload)) if args.st else None
+        peer = stack.enter_context(ab.st_peer(folder, dtype, workload)) if args.st else None
         result = compare(kernel, sdpa, workload.items, args.rounds, peer)
     line = (
         f"{args.config} {args.workload}, {workload.n_docs} documents, {dtype}: "

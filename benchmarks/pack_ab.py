@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,36 +66,9 @@ def compare(
 ) -> Comparison:
     """Score ``groups`` with the ``packed`` and ``blas`` backends (and ``peer()``, where
     given) ``rounds`` times each, alternating their order, after one warmup call each."""
-    score, scores = ab.scorer({"packed": packed, "blas": blas}, groups)
-
-    def call(name: str) -> None:
-        if name == "peer" and peer is not None:
-            peer()
-        else:
-            score(name)
-
-    names = ("packed", "blas", "peer") if peer is not None else ("packed", "blas")
-    for name in names:
-        call(name)
-    medians = ab.interleaved(call, names, rounds)
-    diff = ab.largest_difference(scores["packed"], scores["blas"])
-    return Comparison(medians["packed"], medians["blas"], diff, medians.get("peer"))
-
-
-@contextlib.contextmanager
-def st_peer(folder: str, dtype: Any, workload: Any) -> Iterator[Callable[[], object]]:
-    """A call of sentence-transformers' ``CrossEncoder`` on ``workload``, loaded as the
-    benchmark's ``st`` contender loads it, pinned to ``dtype`` (its folder removed on exit)."""
-    from contenders import STContender
-
-    name = str(dtype).removeprefix("torch.")
-    spec = {"model_dir": folder, "device": "cpu", "dtype": name, "max_length": workload.max_length}
-    contender = STContender(spec)
-    contender.load()
-    try:
-        yield lambda: contender.score(workload)
-    finally:
-        contender.close()
+    race = ab.race({"packed": packed, "blas": blas}, groups, rounds, peer)
+    medians = race.medians
+    return Comparison(medians["packed"], medians["blas"], race.max_diff, medians.get("peer"))
 
 
 def main() -> int:
@@ -118,7 +91,7 @@ def main() -> int:
     workload = ab.first_query_workload(args.workload, packed._tokenizer, args.docs_scale)
     dtype = packed._lean._dtype
     with contextlib.ExitStack() as stack:
-        peer = stack.enter_context(st_peer(folder, dtype, workload)) if args.st else None
+        peer = stack.enter_context(ab.st_peer(folder, dtype, workload)) if args.st else None
         result = compare(packed, blas, workload.items, args.rounds, peer)
     line = (
         f"{args.config} {args.workload}, {workload.n_docs} documents, "

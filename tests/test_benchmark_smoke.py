@@ -516,10 +516,10 @@ def test_attention_ab_scores_on_the_kernel_and_on_sdpa_alike(tiny_model_dir: Pat
 
 
 @pytest.mark.skipif(not HAVE_ST, reason="sentence-transformers not installed")
-def test_pack_ab_st_peer_scores_the_workload_in_our_dtype(tiny_model_dir: Path) -> None:
+def test_ab_st_peer_scores_the_workload_in_our_dtype(tiny_model_dir: Path) -> None:
     import torch
 
-    module = _load_script("pack_ab")
+    module = _load_script("ab")
     from workloads import Workload
 
     docs = ["alpha beta gamma " * n for n in (1, 4, 12)]
