@@ -114,13 +114,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from qwen3_rerank_core._backends import _cpu_attention
 
-    library = _cpu_attention.AVX2 if args.dtype == "float32" else _cpu_attention.AVX512
+    dtype = getattr(torch, args.dtype)
+    library = _cpu_attention.library_for(torch, dtype)
+    assert library is not None  # --dtype's choices each have one
     reason = _cpu_attention.unrunnable_reason(torch, library)
     if reason is not None:
         print(f"the kernel cannot run here: {reason}")
         return 1
     torch.set_num_threads(args.threads)
-    kernel = _cpu_attention.load_kernel(getattr(torch, args.dtype))
+    kernel = _cpu_attention.load_kernel(dtype)
     print(
         f"torch {torch.__version__}, {args.dtype}, {args.threads} threads, best of {args.repeat}\n"
     )

@@ -584,7 +584,8 @@ def test_attention_kernel_script_prints_the_comparison(
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
-    library = _cpu_attention.AVX2 if dtype == "float32" else _cpu_attention.AVX512
+    library = _cpu_attention.library_for(torch, getattr(torch, dtype))
+    assert library is not None
     reason = _cpu_attention.unrunnable_reason(torch, library)
     if reason is not None:
         assert code == 1 and reason in out

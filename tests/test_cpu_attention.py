@@ -37,26 +37,26 @@ UNRUNNABLE = {torch.bfloat16: RUNNABLE, torch.float32: RUNNABLE_F32}
 BOTH = pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "f32"])
 
 
-@pytest.fixture(scope="module")
-def kernel() -> Any:
-    if RUNNABLE is not None:
-        pytest.skip(f"kernel: {RUNNABLE}")
-    return _cpu_attention.load_kernel()
-
-
-@pytest.fixture(scope="module")
-def kernel32() -> Any:
-    if RUNNABLE_F32 is not None:
-        pytest.skip(f"float32 kernel: {RUNNABLE_F32}")
-    return _cpu_attention.load_kernel(torch.float32)
+def _skip_unless_runnable(dtype: Any) -> None:
+    reason = UNRUNNABLE[dtype]
+    if reason is not None:
+        pytest.skip(f"{dtype} kernel: {reason}")
 
 
 def _kernel_of(dtype: Any) -> Any:
     """The kernel computing in ``dtype`` (the test skips where it cannot run here)."""
-    reason = UNRUNNABLE[dtype]
-    if reason is not None:
-        pytest.skip(f"{dtype} kernel: {reason}")
+    _skip_unless_runnable(dtype)
     return _cpu_attention.load_kernel(dtype)
+
+
+@pytest.fixture(scope="module")
+def kernel() -> Any:
+    return _kernel_of(torch.bfloat16)
+
+
+@pytest.fixture(scope="module")
+def kernel32() -> Any:
+    return _kernel_of(torch.float32)
 
 
 class Case:
@@ -299,9 +299,9 @@ def test_policy_float32_kernel_on_avx2_cpus_only(monkeypatch: pytest.MonkeyPatch
 def test_the_library_is_built_once_and_reused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dtype: Any
 ) -> None:
-    if UNRUNNABLE[dtype] is not None:
-        pytest.skip(f"{dtype} kernel: {UNRUNNABLE[dtype]}")
-    library = _cpu_attention.AVX512 if dtype == torch.bfloat16 else _cpu_attention.AVX2
+    _skip_unless_runnable(dtype)
+    library = _cpu_attention.library_for(torch, dtype)
+    assert library is not None
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     first = _cpu_attention._build(library)
     assert first.name.startswith(f"kernels-{library.name}-")

@@ -61,6 +61,7 @@ __all__ = [
     "Library",
     "cpu_attention",
     "kernel_library",
+    "library_for",
     "library_unavailable_reason",
     "load_kernel",
     "unavailable_reason",
@@ -109,7 +110,7 @@ AVX2 = Library(
 CpuAttention = Callable[..., Any]
 
 
-def _library_for(torch: Any, dtype: Any) -> Library | None:
+def library_for(torch: Any, dtype: Any) -> Library | None:
     """The library whose attention kernel computes in ``dtype`` (``None``: bf16), if any."""
     if dtype is None or dtype == torch.bfloat16:
         return AVX512
@@ -119,7 +120,7 @@ def _library_for(torch: Any, dtype: Any) -> Library | None:
 def unavailable_reason(torch: Any, dtype: Any = None) -> str | None:
     """Why the lean forward keeps torch's SDPA for attention in ``dtype`` (``None``:
     bfloat16) in this process, or ``None`` when it runs our kernel (if it builds)."""
-    library = _library_for(torch, dtype)
+    library = library_for(torch, dtype)
     if library is None:
         return f"no CPU attention kernel computes in {dtype}"
     if library is AVX2:
@@ -245,7 +246,7 @@ def load_kernel(dtype: Any = None) -> CpuAttention:
     """
     import torch
 
-    library = _library_for(torch, dtype)
+    library = library_for(torch, dtype)
     if library is None:
         raise ValueError(f"no CPU attention kernel computes in {dtype}")
     kernel_dtype = torch.float32 if library is AVX2 else torch.bfloat16
@@ -259,7 +260,7 @@ def cpu_attention(dtype: Any) -> CpuAttention | None:
     once a dtype, with the reason; a failed build as a warning)."""
     import torch
 
-    library = _library_for(torch, dtype)
+    library = library_for(torch, dtype)
     reason = unavailable_reason(torch, dtype)
     if library is None or reason is not None:
         logger.debug("attention in %s: torch's SDPA (%s)", dtype, reason)
