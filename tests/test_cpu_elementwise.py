@@ -132,14 +132,17 @@ def _tables(batch: int, positions: int, dim: int, seed: int) -> tuple[Any, Any]:
     ],
     ids=["padded-d128", "ragged-d64", "last-positions", "d256", "d80", "d48", "d72", "d24", "d2"],
 )
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
 def test_norm_rotate_is_the_torch_norm_then_rotation(
-    steps: Any, batch: int, positions: int, dim: int, table_batch: int
+    steps: Any, batch: int, positions: int, dim: int, table_batch: int, dtype: str
 ) -> None:
-    """On the q/k columns of a fused projection's output (a strided view), the rotary
-    tables shared by the batch or one a row."""
+    """On the q/k columns of a fused projection's output (a strided view), bf16 (oneDNN's
+    products) or float32 (our product kernel's, unrounded), the rotary tables shared by
+    the batch or one a row."""
     g = _gen(dim + positions)
     heads, kv_heads = 4, 2
-    qkv = (torch.randn(batch, positions, (heads + 2 * kv_heads) * dim, generator=g) * 3).bfloat16()
+    qkv = torch.randn(batch, positions, (heads + 2 * kv_heads) * dim, generator=g) * 3
+    qkv = qkv.to(getattr(torch, dtype))
     x = qkv[..., : (heads + kv_heads) * dim].view(batch, positions, heads + kv_heads, dim)
     weight = torch.rand(heads + kv_heads, dim, generator=g) * 2
     half = dim // 2
@@ -178,7 +181,7 @@ def test_the_same_bits_on_any_thread_count(steps: Any) -> None:
 
 def test_inputs_it_does_not_take_are_refused(steps: Any) -> None:
     """``None`` (the caller runs torch) for another dtype, a non-contiguous stream, a
-    float32 delta, an odd head dimension or one over 1024."""
+    float32 delta, an odd head dimension or one over 1024, float64 heads."""
     assert steps.add_rms_norm(torch.randn(2, 32).double(), None, None, 1e-6) is None
     assert steps.add_rms_norm(torch.randn(32, 2).T, None, None, 1e-6) is None
     assert steps.add_rms_norm(torch.randn(2, 0), None, None, 1e-6) is None
@@ -191,7 +194,7 @@ def test_inputs_it_does_not_take_are_refused(steps: Any) -> None:
     cos, sin = _tables(1, 3, 64, seed=0)
     assert (
         steps.norm_rotate(
-            torch.randn(1, 3, 2, 64), torch.ones(2, 64), torch.ones(2, 64), cos, sin, 1e-6
+            torch.randn(1, 3, 2, 64).double(), torch.ones(2, 64), torch.ones(2, 64), cos, sin, 1e-6
         )
         is None
     )

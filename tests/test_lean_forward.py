@@ -116,6 +116,8 @@ def test_lean_is_the_default_on_sdpa(
         backend = _backend(tiny_model_dir, lean=None)
     assert isinstance(backend._lean, LeanForward)
     weights = "oneDNN packed weights" if backend._lean.packed else "dense weights"
+    if backend._lean.cpu_products:
+        weights = "bf16 products on our CPU kernel"
     assert f"lean forward, {weights}" in caplog.text
 
 

@@ -89,10 +89,15 @@ class Library:
 
 
 _COMMON_FLAGS = ("-O3", "-fno-strict-aliasing", "-fPIC", "-shared", "-fopenmp")
-#: The bf16 kernels: attention and the element-wise steps (:mod:`._cpu_elementwise`).
+#: The bf16 kernels: attention, the element-wise steps (:mod:`._cpu_elementwise`) and the
+#: products (:mod:`._cpu_linear`).
 AVX512 = Library(
     name="avx512",
-    sources=(_HERE / "_attention_avx512.c", _HERE / "_elementwise_avx512.c"),
+    sources=(
+        _HERE / "_attention_avx512.c",
+        _HERE / "_elementwise_avx512.c",
+        _HERE / "_linear_avx512.c",
+    ),
     headers=(_HERE / "_avx512_common.h",),
     flags=("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", *_COMMON_FLAGS),
     attention="qwen3_rerank_attention_bf16",

@@ -52,7 +52,7 @@ def _declare(lib: Any) -> None:
     lib.qwen3_rerank_add.argtypes = [ptr, i64, ptr, i64, i64, i64, i32]
     lib.qwen3_rerank_norm_rotate.restype = i32
     lib.qwen3_rerank_norm_rotate.argtypes = [
-        *(ptr, i64, i64, i64),  # x and its batch, position, head strides
+        *(ptr, i32, i64, i64, i64),  # x, whether float32, its batch, position, head strides
         *(ptr, ptr, i64, i64),  # cos, signed sin and their batch, position strides
         *(ptr, ptr, f32, ptr),  # weight, swapped weight, eps, out
         *(i64, i64, i64, i64, i32),  # batch, positions, heads, head_dim, threads
@@ -125,10 +125,11 @@ class CpuElementwise:
         """Per-head RMSNorm (``weight``, ``(heads, head_dim)`` float32; ``swapped``: its
         halves swapped) then the rotary embedding (``cos``, ``signed_sin``: ``(1 or batch,
         positions, 1, head_dim)`` float32) of ``x`` (``(batch, positions, heads,
-        head_dim)`` bf16, the head dimension contiguous), as a new contiguous bf16 tensor."""
+        head_dim)`` bf16, or float32: a product's unrounded output; the head dimension
+        contiguous), as a new contiguous bf16 tensor."""
         import torch
 
-        if x.dim() != 4 or x.dtype != torch.bfloat16 or x.device.type != "cpu":
+        if x.dim() != 4 or x.dtype not in (torch.bfloat16, torch.float32) or x.device.type != "cpu":
             return None
         batch, positions, heads, dim = (int(n) for n in x.shape)
         if x.stride(-1) != 1 or dim % 2:
@@ -150,7 +151,7 @@ class CpuElementwise:
         batch_stride = 0 if cos.shape[0] == 1 else cos.stride(0)
         out = torch.empty(x.shape, dtype=torch.bfloat16)
         rc = self.lib.qwen3_rerank_norm_rotate(
-            *(x.data_ptr(), x.stride(0), x.stride(1), x.stride(2)),
+            *(x.data_ptr(), int(x.dtype == torch.float32), x.stride(0), x.stride(1), x.stride(2)),
             *(cos.data_ptr(), signed_sin.data_ptr(), batch_stride, cos.stride(1)),
             *(weight.data_ptr(), swapped.data_ptr(), eps, out.data_ptr()),
             *(batch, positions, heads, dim, torch.get_num_threads()),

@@ -69,8 +69,9 @@ int qwen3_rerank_add(float *x, int64_t x_s, const bf16 *delta, int64_t d_s, int6
     return 0;
 }
 
-/* Per-head RMSNorm then the rotary embedding of x, (B, S, heads, D) bf16 (strides xb, xs,
- * xh; the head dimension contiguous), into out, (B, S, heads, D) bf16 contiguous:
+/* Per-head RMSNorm then the rotary embedding of x, (B, S, heads, D) bf16 (x_f32: float32,
+ * a product's unrounded output; strides xb, xs, xh in elements, the head dimension
+ * contiguous), into out, (B, S, heads, D) bf16 contiguous:
  *
  *   out[c] = bf16((x[c] * cos[c] * w[c] + x[c ^ half] * sin[c] * ws[c]) / rms(x))
  *
@@ -79,10 +80,10 @@ int qwen3_rerank_add(float *x, int64_t x_s, const bf16 *delta, int64_t d_s, int6
  * dimension contiguous), w the head's norm weight and ws the same with its halves swapped,
  * (heads, D) float32 contiguous. D: even, at most MAX_HEAD_DIM (a row's last partial
  * vector in masked lanes). Returns 0, or 1 for a D it does not take. */
-int qwen3_rerank_norm_rotate(const bf16 *x, int64_t xb, int64_t xs, int64_t xh, const float *cos,
-                             const float *sin, int64_t cb, int64_t cs, const float *w,
-                             const float *ws, float eps, bf16 *out, int64_t B, int64_t S,
-                             int64_t heads, int64_t D, int threads) {
+int qwen3_rerank_norm_rotate(const void *x, int x_f32, int64_t xb, int64_t xs, int64_t xh,
+                             const float *cos, const float *sin, int64_t cb, int64_t cs,
+                             const float *w, const float *ws, float eps, bf16 *out, int64_t B,
+                             int64_t S, int64_t heads, int64_t D, int threads) {
     if (D < 2 || D % 2 != 0 || D > MAX_HEAD_DIM || threads < 1) return 1;
     const int64_t half = D / 2;
     const int whole_halves = half % 16 == 0;
@@ -92,11 +93,12 @@ int qwen3_rerank_norm_rotate(const bf16 *x, int64_t xb, int64_t xs, int64_t xh, 
         const float *cr = cos + b * cb + s * cs, *sr = sin + b * cb + s * cs;
         float v[MAX_HEAD_DIM], swapped[MAX_HEAD_DIM];
         for (int64_t h = 0; h < heads; h++) {
-            const bf16 *xr = x + b * xb + s * xs + h * xh;
+            const int64_t at = b * xb + s * xs + h * xh;
             const float *wr = w + h * D, *wsr = ws + h * D;
             __m512 squares = _mm512_setzero_ps();
             EACH_VECTOR(c, m, D, {
-                __m512 e = load_bf16_lanes(xr + c, m);
+                __m512 e = x_f32 ? _mm512_maskz_loadu_ps(m, (const float *)x + at + c)
+                                 : load_bf16_lanes((const bf16 *)x + at + c, m);
                 _mm512_storeu_ps(v + c, e);
                 squares = _mm512_fmadd_ps(e, e, squares);
             });

@@ -66,6 +66,7 @@ from typing import Any
 from .._precision import cpu_capability
 from ._cpu_attention import cpu_attention
 from ._cpu_elementwise import CpuElementwise, cpu_elementwise
+from ._cpu_linear import SWIGLU, CpuLinear, PackedWeight, cpu_linear
 from ._lean_ops import attend, attend_ragged, compiled, packed_linear, swiglu
 
 __all__ = [
@@ -227,6 +228,35 @@ class _Gated:
         return torch.mul(active, up)
 
 
+@dataclass(frozen=True)
+class _Product:
+    """``x @ weight.T + bias`` on our CPU kernel (:mod:`._cpu_linear`): float32 results,
+    added straight into the residual stream by :meth:`into`; with a :data:`SWIGLU` weight,
+    the MLP's gated product in bf16."""
+
+    weight: PackedWeight
+    kernel: CpuLinear
+
+    @property
+    def packed(self) -> bool:
+        """Always: the weight is packed (for our kernel)."""
+        return True
+
+    def __call__(self, x: Any) -> Any:
+        return self._checked(self.kernel(x, self.weight), x)
+
+    def into(self, x: Any, stream: Any) -> None:
+        """``stream += x @ weight.T + bias``, in place."""
+        self._checked(self.kernel(x, self.weight, into=stream), x)
+
+    def _checked(self, out: Any | None, x: Any) -> Any:
+        if out is None:  # the forward's own bf16 activations: a bug if refused
+            raise RuntimeError(
+                f"our CPU product kernel refused a {x.dtype} input of shape {tuple(x.shape)}"
+            )
+        return out
+
+
 def swiglu_fusable(dtype: Any) -> bool:
     """Whether oneDNN computes :class:`_SwiGLU`'s fused epilogues in ``dtype`` (checked
     on a small product against the unfused arithmetic)."""
@@ -258,17 +288,17 @@ class _Layer:
     """One decoder layer's modules and its projections."""
 
     module: Any
-    qkv: _Linear | None
+    qkv: _Linear | _Product | None
     """Fused query/key/value projection (every layer but the last)."""
-    q: _Linear | None
+    q: _Linear | _Product | None
     """Query projection alone (the last layer: its one position a row)."""
-    kv: _Linear | None
+    kv: _Linear | _Product | None
     """Key/value projection alone (the last layer: every position)."""
-    o: _Linear
-    gate_up: _Gated | _SwiGLU
+    o: _Linear | _Product
+    gate_up: _Gated | _SwiGLU | _Product
     """``act(gate(x)) * up(x)``: its two products in one (:class:`_Gated`), or the whole
-    gated product fused (:class:`_SwiGLU`)."""
-    down: _Linear
+    gated product fused (:class:`_SwiGLU`, or our kernel's :class:`_Product`)."""
+    down: _Linear | _Product
     input_norm: Any | None
     """The input norm's weight in float32, or ``None`` where it is folded into the
     projections that read the norm's output (packed weights with the element-wise steps
@@ -429,6 +459,13 @@ class LeanForward:
         """The element-wise steps in C, in bf16 on a CPU where our kernels' library runs
         (:func:`~._cpu_elementwise.cpu_elementwise`; eager only: compiled, the compiler
         fuses them)."""
+        self._products: CpuLinear | None = None
+        if self.packed and self._steps is not None and self._silu and not compile:
+            self._products = cpu_linear()
+        self.cpu_products = self._products is not None
+        """Whether the bf16 products run on our CPU kernel, with float32 results
+        (:func:`~._cpu_linear.cpu_linear`; eager, packed, SiLU MLP, where the C steps run),
+        else on oneDNN (or torch's dense products)."""
         n_layers = len(decoder.layers)
         self._layers = [
             self._prepare(layer, last=i == n_layers - 1) for i, layer in enumerate(decoder.layers)
@@ -443,7 +480,9 @@ class LeanForward:
         """Whether the element-wise steps run in C (:mod:`._cpu_elementwise`)."""
         return self._steps is not None
 
-    def _linear(self, weight: Any, bias: Any | None) -> _Linear:
+    def _linear(self, weight: Any, bias: Any | None) -> _Linear | _Product:
+        if self._products is not None:
+            return _Product(self._products.pack(weight, bias), self._products)
         if not self.packed:
             return _Linear(weight, bias, False)
         packed = self._torch.ops.mkldnn._reorder_linear_weight(weight.contiguous())
@@ -480,8 +519,11 @@ class LeanForward:
         else:
             qkv = linear(qkv_w, qkv_b)
         o = linear(attn.o_proj.weight.detach(), _detached(attn.o_proj.bias))
-        gate_up: _Gated | _SwiGLU
-        if self._swiglu:
+        gate_up: _Gated | _SwiGLU | _Product
+        if self._products is not None:
+            packed = self._products.pack(gate_up_w, gate_up_b, mode=SWIGLU)
+            gate_up = _Product(packed, self._products)
+        elif self._swiglu:
             n = gate_up_modules[0].out_features
             gate_up = _SwiGLU(
                 linear(gate_up_w[:n], None if gate_up_b is None else gate_up_b[:n]),
@@ -641,11 +683,25 @@ class LeanForward:
         if layer.kv is None:
             raise AssertionError("keys and values alone are computed in the last layer only")
         k, v = layer.kv(h).split(layer.split[1:], dim=-1)
-        return k, v
+        return k, self._rounded(v)
 
-    def _mlp(self, layer: _Layer, x: Any) -> Any:
-        """``down(act(gate(x)) * up(x))``."""
-        return layer.down(layer.gate_up(x))
+    def _rounded(self, x: Any) -> Any:
+        """``x`` in the weights' dtype (a float32 product output of :class:`_Product` rounded
+        once, for attention)."""
+        return x if x.dtype == self._dtype else x.to(self._dtype)
+
+    def _into(self, product: _Linear | _Product, x: Any, stream: Any) -> Any | None:
+        """``product(x)``, to be added to the residual ``stream``, or ``None`` where our
+        kernel has added it already (its float32 result straight into the stream)."""
+        if isinstance(product, _Product) and not self._torch.compiler.is_compiling():
+            product.into(x, stream)
+            return None
+        return product(x)
+
+    def _mlp(self, layer: _Layer, x: Any, stream: Any) -> Any:
+        """``down(act(gate(x)) * up(x))``, to be added to ``stream`` (``None``: added, see
+        :meth:`_into`)."""
+        return self._into(layer.down, layer.gate_up(x), stream)
 
     def _attend(
         self,
@@ -716,7 +772,7 @@ class LeanForward:
                 raise AssertionError("the last layer runs on the last positions only")
             qkv = layer.qkv(h)
             q, k = self._queries_keys(layer, qkv[..., : nq + nk], rope)
-            v = qkv[..., nq + nk :]
+            v = self._rounded(qkv[..., nq + nk :])
         else:
             x = self._at_last(x, last, ragged)
             if layer.q is None:
@@ -730,8 +786,11 @@ class LeanForward:
         out = self._attend(q, k, v, past, seen, attn.scaling, ragged)
         out = out.reshape(out.shape[0], out.shape[1], -1)
         post = module.post_attention_layernorm
-        x, h = self._add_norm(x, layer.o(out), layer.post_norm, post.variance_epsilon)
-        x = self._residual_add(x, self._mlp(layer, h))
+        attended = self._into(layer.o, out, x)
+        x, h = self._add_norm(x, attended, layer.post_norm, post.variance_epsilon)
+        delta = self._mlp(layer, h, x)
+        if delta is not None:
+            x = self._residual_add(x, delta)
         return x, k, v
 
     def _at_last(self, x: Any, last: Any, ragged: _Ragged | None) -> Any:

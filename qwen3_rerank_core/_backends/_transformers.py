@@ -420,6 +420,8 @@ class TransformersBackend(Backend):
         if self._lean is None:
             return "left-padded batches"
         weights = "oneDNN packed weights" if self._lean.packed else "dense weights"
+        if self._lean.cpu_products:
+            weights = "bf16 products on our CPU kernel (float32 results)"
         compiled = ", compiled (torch.compile, at the first calls)" if self._lean.compiled else ""
         kernel = ", attention on our CPU kernel" if self._lean.cpu_kernel else ""
         steps = ", element-wise steps in C" if self._lean.cpu_steps else ""
