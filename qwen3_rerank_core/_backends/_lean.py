@@ -26,10 +26,15 @@ the same arithmetic (RMSNorm in float32, rotary embedding from the model's own
   the residual adds, the q/k norm with the rotary embedding; elsewhere, with packed
   weights, the input and post-attention norms' weights are folded into the projections
   that read them (one pass less in torch, for one more rounding of those weights);
+- in bf16 where those C steps run (an AVX-512 BF16 CPU without AMX, eager), the
+  products run on our own kernel (:mod:`._cpu_linear`) with float32 results: the
+  query/key/value output normalised and rotated before any rounding, the output and
+  down projections added straight into the float32 residual stream, the MLP's gated
+  product rounded once; oneDNN's products round each output to bf16;
 - with ``compile=True``, each layer of the scored rows runs under ``torch.compile``
   (:func:`~._lean_ops.compiled`): TorchInductor fuses the element-wise work, the products
   and attention staying opaque operators;
-- on CPU, every projection runs on oneDNN with its weight packed once at load
+- on CPU, every other projection runs on oneDNN with its weight packed once at load
   (:func:`onednn_available`; 1.08-1.59x the FLOP/s of the default BLAS on the
   shapes measured in ``docs/benchmarks.md`` on an AVX-512 CPU), except in float32 on
   an x86 CPU without AVX-512, where the default BLAS was faster (:func:`onednn_preferred`).
@@ -480,9 +485,13 @@ class LeanForward:
         """Whether the element-wise steps run in C (:mod:`._cpu_elementwise`)."""
         return self._steps is not None
 
-    def _linear(self, weight: Any, bias: Any | None) -> _Linear | _Product:
+    def _projection(self, weight: Any, bias: Any | None) -> _Linear | _Product:
+        """A projection on our product kernel where it runs, else :meth:`_linear`."""
         if self._products is not None:
             return _Product(self._products.pack(weight, bias), self._products)
+        return self._linear(weight, bias)
+
+    def _linear(self, weight: Any, bias: Any | None) -> _Linear:
         if not self.packed:
             return _Linear(weight, bias, False)
         packed = self._torch.ops.mkldnn._reorder_linear_weight(weight.contiguous())
@@ -511,14 +520,14 @@ class LeanForward:
         if self.packed and self._steps is None:
             qkv_w, gate_up_w = _fold(qkv_w, input_norm), _fold(gate_up_w, post_norm)
             input_norm = post_norm = None
-        linear = self._linear
+        linear, projection = self._linear, self._projection
         qkv = q = kv = None
         if last:
-            q = linear(qkv_w[:nq], None if qkv_b is None else qkv_b[:nq])
-            kv = linear(qkv_w[nq:], None if qkv_b is None else qkv_b[nq:])
+            q = projection(qkv_w[:nq], None if qkv_b is None else qkv_b[:nq])
+            kv = projection(qkv_w[nq:], None if qkv_b is None else qkv_b[nq:])
         else:
-            qkv = linear(qkv_w, qkv_b)
-        o = linear(attn.o_proj.weight.detach(), _detached(attn.o_proj.bias))
+            qkv = projection(qkv_w, qkv_b)
+        o = projection(attn.o_proj.weight.detach(), _detached(attn.o_proj.bias))
         gate_up: _Gated | _SwiGLU | _Product
         if self._products is not None:
             packed = self._products.pack(gate_up_w, gate_up_b, mode=SWIGLU)
@@ -531,7 +540,7 @@ class LeanForward:
             )
         else:
             gate_up = _Gated(linear(gate_up_w, gate_up_b), None if self._silu else mlp.act_fn)
-        down = linear(mlp.down_proj.weight.detach(), _detached(mlp.down_proj.bias))
+        down = projection(mlp.down_proj.weight.detach(), _detached(mlp.down_proj.bias))
         if self.packed:
             _release([*qkv_modules, attn.o_proj, *gate_up_modules, mlp.down_proj], torch)
             del qkv_w, qkv_b, gate_up_w, gate_up_b
