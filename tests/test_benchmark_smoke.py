@@ -597,6 +597,58 @@ def test_attention_kernel_script_prints_the_comparison(
     assert kernel_err <= 1.25 * sdpa_err + 2e-3
 
 
+def test_linear_kernel_script_prints_the_comparison(capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    from qwen3_rerank_core._backends import _cpu_attention
+
+    module = _load_script("linear_kernel")
+    threads = torch.get_num_threads()
+    try:
+        code = module.main(["--smoke", "--repeat", "1", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    reason = _cpu_attention.unrunnable_reason(torch)
+    if reason is not None:
+        assert code == 1 and reason in out
+        return
+    assert code == 0
+    rows = [line for line in out.splitlines() if line.startswith("| 40 x 64")]
+    assert len(rows) == 2
+    for row in rows:
+        theirs, ours = (float(x) for x in row.split("|")[-2].split("/"))
+        assert ours <= theirs  # float32 results: no bf16 rounding of the output
+        assert float(row.split("|")[4]) > 0
+
+
+def test_products_ab_loads_ours_and_onednn_s() -> None:
+    """Where our product kernel runs, the two loads differ in their products only and
+    score alike within bf16's spread; elsewhere asking for ours fails, named."""
+    from qwen3_rerank_core import Qwen3Reranker
+    from qwen3_rerank_core._backends import _cpu_linear
+    from qwen3_rerank_core.testing import cached_checkpoint, default_cache_dir
+
+    module = _load_script("products_ab")
+    folder = cached_checkpoint(dtype="bfloat16", cache_dir=default_cache_dir())
+
+    def load_backend() -> Any:
+        return Qwen3Reranker(model=str(folder), device="cpu").load()._get_backend()
+
+    onednn = module.load(load_backend, ours=False)
+    assert not onednn._lean.cpu_products
+    if _cpu_linear.cpu_linear() is None:
+        with pytest.raises(RuntimeError, match="asked for our products=True"):
+            module.load(load_backend, ours=True)
+        return
+    ours = module.load(load_backend, ours=True)
+    assert ours._lean.cpu_products
+    docs = ["alpha beta gamma " * n for n in (1, 4, 12)]
+    race = module.ab.race({"ours": ours, "onednn": onednn}, [("a query", docs)], 1, None)
+    assert race.medians["ours"] > 0 and race.max_diff <= 0.1
+    assert module.deviations([0.5, 0.25], [0.75, 0.25]) == (0.25, 0.125)
+
+
 def _run_accuracy_script(script: str, *args: str) -> Any:
     """``script``'s ``main`` on one seed of workload ``b`` (4 documents, one thread, the
     shared fixture cache) and ``args``; torch's thread count restored after."""

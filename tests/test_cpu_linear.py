@@ -25,7 +25,8 @@ from qwen3_rerank_core.testing import cached_checkpoint, default_cache_dir  # no
 RUNNABLE = _cpu_attention.unrunnable_reason(torch)
 
 #: (rows M, inner K, outputs N): tails of every loop (rows past a multiple of the kernel's 8,
-#: K odd, N past a 32-column panel or under one), a single row, and the 0.6B's shapes.
+#: K odd, N past a 32-column panel or under one), a single row, the 0.6B's shapes, and a K
+#: over one pass's 4096 (three passes, the last one of one element).
 SHAPES = [
     (1, 1, 1),
     (5, 7, 3),
@@ -35,6 +36,7 @@ SHAPES = [
     (200, 256, 160),
     (300, 1024, 2048),
     (40, 3072, 1024),
+    (30, 8193, 40),
 ]
 
 

@@ -16,8 +16,8 @@ AVX2 fused multiply-adds, in register tiles as a matrix product's, reading the p
 place and ragged rows unpadded (SDPA needs each row's copy of the prefix and rows of one
 width). Measured by ``benchmarks/attention_kernel.py --dtype float32``.
 
-Each is built (the bf16 one with the element-wise steps of :mod:`._cpu_elementwise`: one
-library, :func:`kernel_library`) with the system's C compiler at first use (about half a
+Each is built (the bf16 one with the element-wise steps of :mod:`._cpu_elementwise` and
+the products of :mod:`._cpu_linear`: one library, :func:`kernel_library`) with the system's C compiler at first use (about half a
 second), kept in ``$XDG_CACHE_HOME/qwen3-rerank/kernels`` (``~/.cache/...``) under the hash
 of its sources and flags, and loaded with :mod:`ctypes`. :func:`cpu_attention` returns
 ``None``, and the lean forward keeps SDPA, wherever its kernel does not apply: another

@@ -17,7 +17,8 @@
  * panel's pair t is one 64-byte line. Each thread takes a share of the panels (and of the
  * rows where panels are fewer than threads), by blocks of rows copied as pairs, MR rows
  * side by side; each micro-step multiplies MR rows (broadcast pairs) by a panel's 32
- * columns into 2 x MR float32 accumulators, over the whole of K, so that every epilogue
+ * columns into 2 x MR float32 accumulators, over the whole of K (plain products with K
+ * over KC: in passes of KC, each added into the float32 result), so that every epilogue
  * sees the finished sums. Any K >= 1 (an odd K's last pair reads one element),
  * any N >= 1 (the last panel's columns masked), any M >= 0.
  */
@@ -77,10 +78,17 @@ int qwen3_rerank_pack_bf16(const bf16 *w, int64_t ldw, int64_t N, int64_t K, int
     return 0;
 }
 
+/* The inner size a pass takes at most (elements, even): past it, plain products run in
+ * passes over K, each added into the float32 result (their panels' and rows' share of a
+ * pass stays in L2: in one pass over K = 9728, 0.55-0.9x oneDNN; passes of 2048 cost the
+ * 0.6B's down product (K = 3072) a few per cent). */
+#define KC 4096
+
 typedef struct {
     const bf16 *a;
     int64_t lda, M, N, K;
-    const uint32_t *w;
+    const uint32_t *w; /* the pass's first pair of panel 0 */
+    int64_t panel_words; /* a whole panel's words (its pairs x NR) */
     const float *bias;
     void *out;
     int64_t ldo;
@@ -113,7 +121,7 @@ static void pack_rows(const job_t *j, int64_t r0, int64_t nr, uint32_t *rows) {
 static inline __attribute__((always_inline)) void micro(const job_t *j, const uint32_t *rows,
                                                         int64_t r0, int64_t nr, int64_t p) {
     const int64_t K2 = (j->K + 1) / 2;
-    const uint32_t *panel = j->w + p * K2 * NR;
+    const uint32_t *panel = j->w + p * j->panel_words;
     __m512 acc[MR][2];
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
     for (int64_t t = 0; t < K2; t++) {
@@ -196,18 +204,19 @@ static int part(const job_t *j, int64_t w) {
  * apart; w: packed by qwen3_rerank_pack_bf16 with the same N, K and mode; bias: float32, N
  * values (SWIGLU: gate's N then up's N), or NULL; out: rows ldo apart, float32 (bf16 for
  * SWIGLU). Returns 0, 1 for arguments it does not take, or 2 when out of memory. */
-int qwen3_rerank_linear_bf16(const bf16 *a, int64_t lda, const uint32_t *w, const float *bias,
-                             int64_t M, int64_t N, int64_t K, void *out, int64_t ldo, int mode,
-                             int threads) {
-    if (N < 1 || K < 1 || M < 0 || mode < STORE || mode > SWIGLU || threads < 1) return 1;
-    if (M == 0) return 0;
+static int pass(const bf16 *a, int64_t lda, const uint32_t *w, int64_t panel_words,
+                const float *bias, int64_t M, int64_t N, int64_t K, void *out, int64_t ldo,
+                int mode, int threads) {
     job_t j;
     memset(&j, 0, sizeof j);
     j.a = a, j.lda = lda, j.M = M, j.N = N, j.K = K, j.w = w, j.bias = bias, j.out = out;
-    j.ldo = ldo, j.mode = mode;
-    /* a block of rows, ~256 KiB of a (in L2 with a panel), a multiple of MR */
-    int64_t mc = (256 * 1024 / (2 * K)) / MR * MR;
-    j.mc = mc < MR ? MR : (mc > 20 * MR ? 20 * MR : mc);
+    j.panel_words = panel_words, j.ldo = ldo, j.mode = mode;
+    /* a block of rows: ~1 MiB of a, 96 to 320 rows (a multiple of MR). Each panel serves the
+     * block's rows in turn; too few rows a visit and the panels' reads dominate (large K:
+     * 0.55x oneDNN at 8 rows of K = 9728), too many and the block leaves L2 (1 MiB on Zen 4).
+     * Measured on the 0.6B's, 4B's and 8B's shapes (benchmarks/linear_kernel.py). */
+    int64_t mc = (1024 * 1024 / (2 * K)) / MR * MR;
+    j.mc = mc < 96 ? 96 : (mc > 320 ? 320 : mc);
     const int64_t per = panel_columns(mode);
     j.panels = (N + per - 1) / per;
     /* the threads split the rows where each gets a block's worth (each row then copied
@@ -225,4 +234,21 @@ int qwen3_rerank_linear_bf16(const bf16 *a, int64_t lda, const uint32_t *w, cons
 #pragma omp parallel for num_threads((int)parts) schedule(static, 1) reduction(| : failed)
     for (int64_t w = 0; w < parts; w++) failed |= part(&j, w);
     return failed;
+}
+
+int qwen3_rerank_linear_bf16(const bf16 *a, int64_t lda, const uint32_t *w, const float *bias,
+                             int64_t M, int64_t N, int64_t K, void *out, int64_t ldo, int mode,
+                             int threads) {
+    if (N < 1 || K < 1 || M < 0 || mode < STORE || mode > SWIGLU || threads < 1) return 1;
+    if (M == 0) return 0;
+    const int64_t panel_words = (K + 1) / 2 * NR;
+    if (mode == SWIGLU || K <= KC) /* the gated product's epilogue needs the whole sums */
+        return pass(a, lda, w, panel_words, bias, M, N, K, out, ldo, mode, threads);
+    for (int64_t k0 = 0; k0 < K; k0 += KC) {
+        const int64_t k = K - k0 < KC ? K - k0 : KC;
+        const int rc = pass(a + k0, lda, w + k0 / 2 * NR, panel_words, k0 == 0 ? bias : NULL, M,
+                            N, k, out, ldo, k0 == 0 ? mode : ACCUMULATE, threads);
+        if (rc) return rc;
+    }
+    return 0;
 }
