@@ -252,3 +252,22 @@ def test_the_policy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.undo()
     monkeypatch.setenv("QWEN3_RERANK_CPU_ATTENTION", "sdpa")
     assert "sdpa" in (_cpu_linear.unavailable_reason(torch) or "")
+
+
+def test_a_stream_the_kernel_cannot_add_into_gets_the_product_back(
+    products: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the residual stream is not a contiguous float32 tensor, the product is
+    returned for the caller's add instead of added in place (nothing is lost)."""
+    monkeypatch.setattr(_lean, "cpu_linear", lambda: products)
+    lean = _lean.LeanForward(_bf16_model().model)
+    layer = lean._layers[0]
+    width = layer.o.weight.in_features
+    x = torch.randn(1, 3, width).bfloat16()
+    stream = torch.zeros(1, layer.o.weight.out_features, 3).transpose(1, 2)
+    delta = lean._into(layer.o, x, stream)
+    assert delta is not None and delta.shape == stream.shape
+    assert bool((stream == 0).all())
+    contiguous = stream.contiguous()
+    assert lean._into(layer.o, x, contiguous) is None
+    assert torch.allclose(contiguous, delta)

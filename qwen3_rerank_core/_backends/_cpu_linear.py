@@ -38,7 +38,14 @@ from typing import Any
 from .._precision import cpu_has
 from ._cpu_attention import kernel_library, library_unavailable_reason
 
-__all__ = ["SWIGLU", "CpuLinear", "PackedWeight", "cpu_linear", "load_linear"]
+__all__ = [
+    "SWIGLU",
+    "CpuLinear",
+    "PackedWeight",
+    "cpu_linear",
+    "load_linear",
+    "unavailable_reason",
+]
 
 logger = logging.getLogger("qwen3_rerank_core")
 

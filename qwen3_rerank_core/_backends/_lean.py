@@ -250,9 +250,10 @@ class _Product:
     def __call__(self, x: Any) -> Any:
         return self._checked(self.kernel(x, self.weight), x)
 
-    def into(self, x: Any, stream: Any) -> None:
-        """``stream += x @ weight.T + bias``, in place."""
-        self._checked(self.kernel(x, self.weight, into=stream), x)
+    def into(self, x: Any, stream: Any) -> bool:
+        """``stream += x @ weight.T + bias``, in place; ``False`` where the kernel does not
+        add into ``stream`` (not a contiguous float32 tensor of the result's shape)."""
+        return self.kernel(x, self.weight, into=stream) is not None
 
     def _checked(self, out: Any | None, x: Any) -> Any:
         if out is None:  # the forward's own bf16 activations: a bug if refused
@@ -702,8 +703,8 @@ class LeanForward:
     def _into(self, product: _Linear | _Product, x: Any, stream: Any) -> Any | None:
         """``product(x)``, to be added to the residual ``stream``, or ``None`` where our
         kernel has added it already (its float32 result straight into the stream)."""
-        if isinstance(product, _Product) and not self._torch.compiler.is_compiling():
-            product.into(x, stream)
+        compiling = self._torch.compiler.is_compiling()
+        if isinstance(product, _Product) and not compiling and product.into(x, stream):
             return None
         return product(x)
 
