@@ -403,7 +403,10 @@ def test_profile_ours_times_each_step_of_the_lean_forward(
     finally:
         reranker.close()
     assert set(spent) == {label for _, _, label in module.STEPS}
-    assert all(seconds > 0 for seconds in spent.values()), spent
+    # Our bf16 product kernel's steps run in bf16 only (this reranker is float32).
+    ours = {label for c, _, label in module.STEPS if c == "_Product"}
+    assert ours and all(spent[label] == 0 for label in ours), spent
+    assert all(seconds > 0 for label, seconds in spent.items() if label not in ours), spent
     assert sum(spent.values()) <= total
     # The step methods are the module's own again afterwards.
     assert {(c, m): getattr(getattr(_lean, c), m) for c, m, _ in module.STEPS} == before
