@@ -20,6 +20,7 @@ import contextlib
 import sys
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -33,21 +34,11 @@ def load(load_backend: Any, *, ours: bool) -> Any:
 
     with contextlib.ExitStack() as stack:
         if not ours:
-            stack.enter_context(_patched(_lean, "cpu_linear", lambda: None))
+            stack.enter_context(mock.patch.object(_lean, "cpu_linear", lambda: None))
         backend = load_backend()
     if backend._lean is None or backend._lean.cpu_products is not ours:
         raise RuntimeError(f"asked for our products={ours}, the lean forward has others")
     return backend
-
-
-@contextlib.contextmanager
-def _patched(module: Any, name: str, value: Any) -> Any:
-    original = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, original)
 
 
 def deviations(scores: list[float], exact: list[float]) -> tuple[float, float]:
